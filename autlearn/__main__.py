@@ -1,0 +1,3 @@
+from autlearn.cli import main
+
+raise SystemExit(main())
