@@ -1,6 +1,8 @@
-"""The `autlearn` command: one parser tree; each package registers its own commands.
+"""The `autlearn` command: the application layer above the libraries.
 
-Handlers import their library lazily, so `autlearn device ...` never imports torch.
+The libraries keep their one-way dependencies; the commands that glue them (compile a
+checkpoint, build end to end) live here, one `cmd_*` module per area. Handlers import their
+library lazily, so `autlearn device ...` never imports torch.
 """
 from __future__ import annotations
 
@@ -8,12 +10,13 @@ import argparse
 import importlib
 import sys
 
-# Packages that own commands; each has a `cli.register(tree: CommandTree)`.
+# Each has a `register(tree: CommandTree)`.
 COMMAND_MODULES = (
-    "cloud_pretrain.cli",
-    "compiler.cli",
-    "device_runtime.cli",
-    "android_harness.cli",
+    "autlearn.cmd_data",
+    "autlearn.cmd_cloud",
+    "autlearn.cmd_compile",
+    "autlearn.cmd_device",
+    "autlearn.cmd_bench",
 )
 
 

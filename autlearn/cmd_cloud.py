@@ -1,8 +1,8 @@
-"""Commands of cloud_pretrain."""
+"""`autlearn` commands: cloud."""
 from __future__ import annotations
 
 from autlearn.cli import CommandTree
 
 
 def register(tree: CommandTree) -> None:
-    """Registered by the cloud_pretrain work."""
+    """Adds the cloud commands (none yet)."""

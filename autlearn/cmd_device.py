@@ -1,8 +1,8 @@
-"""Commands of the Android harness (push, latency and energy benchmarks)."""
+"""`autlearn` commands: device."""
 from __future__ import annotations
 
 from autlearn.cli import CommandTree
 
 
 def register(tree: CommandTree) -> None:
-    """No harness commands yet."""
+    """Adds the device commands (none yet)."""

@@ -1,8 +1,8 @@
-"""Commands of compiler."""
+"""`autlearn` commands: compile."""
 from __future__ import annotations
 
 from autlearn.cli import CommandTree
 
 
 def register(tree: CommandTree) -> None:
-    """Registered by the compiler work."""
+    """Adds the compile commands (none yet)."""

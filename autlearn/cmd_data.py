@@ -1,8 +1,8 @@
-"""Commands of device_runtime."""
+"""`autlearn` commands: data."""
 from __future__ import annotations
 
 from autlearn.cli import CommandTree
 
 
 def register(tree: CommandTree) -> None:
-    """Registered by the device_runtime work."""
+    """Adds the data commands (none yet)."""
