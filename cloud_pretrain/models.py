@@ -3,16 +3,28 @@
 Contract with the compiler: `model.stages()` lists `(name, module)` pairs whose composition
 is `model.forward`; `split_at(model, cut)` gives the frozen part (stages before `cut`) and the
 trainable part (`cut` and after). Every stage takes and returns one tensor.
+
+Pruning contract: `prunable_groups()` maps each group of units that can be removed together
+(the filters of a conv with every tensor that reads them; the hidden units of an LSTM with
+their gate blocks) to its current size; `unit_norms(group)` ranks the units by the L2 norm of
+their weights; `keep_units(group, idx)` rebuilds the affected layers smaller and records the
+new size in `config`, so `build_model(task, **model.config)` makes a model of the same shape.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision.models import mobilenet_v2
 
+from cloud_pretrain import surgery
+
 
 class StagedModel(nn.Module):
     """A model that is the composition of its named stages."""
+
+    config: dict[str, Any]
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         raise NotImplementedError
@@ -24,6 +36,20 @@ class StagedModel(nn.Module):
         for _, stage in self.stages():
             x = stage(x)
         return x
+
+    def prunable_groups(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def unit_norms(self, group: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def keep_units(self, group: str, idx: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _check_group(self, group: str) -> None:
+        groups = self.prunable_groups()
+        if group not in groups:
+            raise ValueError(f"unknown prunable group {group!r}; this model has: {', '.join(groups)}")
 
 
 class LSTMLayer(nn.Module):
@@ -48,19 +74,51 @@ class NextWordLSTM(StagedModel):
     """Embedding, two stacked LSTM layers, last step, FC over the vocabulary.
 
     Inputs are int64 token ids [batch, length], left-padded with id 0 inside a length bucket.
+    `hidden2_size` (default: `hidden_size`) lets pruning shrink the two LSTM layers apart.
+    Prunable groups: `embed` (embedding dimensions, read by lstm1's input weights), `lstm1`
+    and `lstm2` (hidden units: four gate rows each, read by the next layer's input columns).
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int = 64, hidden_size: int = 128) -> None:
+    def __init__(self, vocab_size: int, embed_dim: int = 64, hidden_size: int = 128,
+                 hidden2_size: int | None = None) -> None:
         super().__init__()
+        hidden2_size = hidden2_size or hidden_size
+        self.config = {"vocab_size": vocab_size, "embed_dim": embed_dim, "hidden_size": hidden_size,
+                       "hidden2_size": hidden2_size}
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.lstm1 = LSTMLayer(embed_dim, hidden_size)
-        self.lstm2 = LSTMLayer(hidden_size, hidden_size)
+        self.lstm2 = LSTMLayer(hidden_size, hidden2_size)
         self.last = LastStep()
-        self.fc = nn.Linear(hidden_size, vocab_size)
+        self.fc = nn.Linear(hidden2_size, vocab_size)
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         return [("embed", self.embed), ("lstm1", self.lstm1), ("lstm2", self.lstm2),
                 ("last", self.last), ("fc", self.fc)]
+
+    def prunable_groups(self) -> dict[str, int]:
+        return {"embed": self.config["embed_dim"], "lstm1": self.config["hidden_size"],
+                "lstm2": self.config["hidden2_size"]}
+
+    def unit_norms(self, group: str) -> torch.Tensor:
+        self._check_group(group)
+        if group == "embed":
+            return self.embed.weight.detach().norm(dim=0)
+        return surgery.lstm_unit_norms(getattr(self, group).lstm)
+
+    def keep_units(self, group: str, idx: torch.Tensor) -> None:
+        self._check_group(group)
+        if group == "embed":
+            self.embed = surgery.embedding_keep(self.embed, idx)
+            self.lstm1.lstm = surgery.lstm_keep(self.lstm1.lstm, in_idx=idx)
+            self.config["embed_dim"] = len(idx)
+        elif group == "lstm1":
+            self.lstm1.lstm = surgery.lstm_keep(self.lstm1.lstm, hidden_idx=idx)
+            self.lstm2.lstm = surgery.lstm_keep(self.lstm2.lstm, in_idx=idx)
+            self.config["hidden_size"] = len(idx)
+        else:
+            self.lstm2.lstm = surgery.lstm_keep(self.lstm2.lstm, hidden_idx=idx)
+            self.fc = surgery.linear_keep(self.fc, in_idx=idx)
+            self.config["hidden2_size"] = len(idx)
 
 
 class GlobalPool(nn.Module):
@@ -76,9 +134,16 @@ class MobileNetV2Image(StagedModel):
     Input adaptation: the stem conv takes 1 channel with stride 1 instead of 3 channels with
     stride 2, so a 28x28 image keeps a 2x2 map at the last stage (an overall stride of 16)
     rather than shrinking to 1x1. Inputs are float32 [batch, 1, 28, 28] in [0, 1].
+
+    Prunable groups: `features.0` (stem filters, read by block 1's depthwise conv and its
+    projection), `features.2`..`features.17` (the expanded channels inside an inverted
+    residual block: expansion filters, their depthwise conv, the projection's inputs) and
+    `features.18` (last 1x1 conv, read by the classifier). Block outputs are not prunable:
+    residual additions tie them across blocks. `channels` holds the pruned group sizes.
     """
 
-    def __init__(self, num_classes: int = 62, width_mult: float = 0.5) -> None:
+    def __init__(self, num_classes: int = 62, width_mult: float = 0.5,
+                 channels: dict[str, int] | None = None) -> None:
         super().__init__()
         net = mobilenet_v2(weights=None, num_classes=num_classes, width_mult=width_mult)
         stem = net.features[0][0]
@@ -86,13 +151,72 @@ class MobileNetV2Image(StagedModel):
         self.features = net.features
         self.pool = GlobalPool()
         self.classifier = net.classifier  # Dropout (a no-op in eval), Linear
+        self.config = {"num_classes": num_classes, "width_mult": width_mult, "channels": {}}
+        for group, size in (channels or {}).items():
+            self._check_group(group)
+            if not 0 < size <= self.prunable_groups()[group]:
+                raise ValueError(f"channels[{group!r}] = {size} is outside 1..{self.prunable_groups()[group]}")
+            self.keep_units(group, torch.arange(size))
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         feats = [(f"features.{i}", layer) for i, layer in enumerate(self.features)]
         return feats + [("pool", self.pool), ("classifier", self.classifier)]
 
+    def _producer(self, group: str) -> nn.Sequential:
+        """The Conv-BN-ReLU6 whose filters make the group's channels."""
+        i = int(group.split(".")[1])
+        return self.features[i] if i in (0, len(self.features) - 1) else self.features[i].conv[0]
 
+    def prunable_groups(self) -> dict[str, int]:
+        last = len(self.features) - 1
+        names = ["features.0"] + [f"features.{i}" for i in range(2, last)] + [f"features.{last}"]
+        return {name: self._producer(name)[0].out_channels for name in names}
+
+    def unit_norms(self, group: str) -> torch.Tensor:
+        self._check_group(group)
+        return self._producer(group)[0].weight.detach().flatten(1).norm(dim=1)
+
+    def keep_units(self, group: str, idx: torch.Tensor) -> None:
+        self._check_group(group)
+        producer = self._producer(group)
+        producer[0] = surgery.conv_keep(producer[0], out_idx=idx)
+        producer[1] = surgery.batchnorm_keep(producer[1], idx)
+        i = int(group.split(".")[1])
+        if i == len(self.features) - 1:
+            self.classifier[1] = surgery.linear_keep(self.classifier[1], in_idx=idx)
+        else:
+            # The depthwise conv after the producer (block 1's own for the stem), then the projection.
+            block = self.features[1] if i == 0 else self.features[i]
+            dw, project = block.conv[0 if i == 0 else 1], block.conv[1 if i == 0 else 2]
+            dw[0] = surgery.conv_keep(dw[0], out_idx=idx)
+            dw[1] = surgery.batchnorm_keep(dw[1], idx)
+            block.conv[1 if i == 0 else 2] = surgery.conv_keep(project, in_idx=idx)
+        self.config["channels"][group] = len(idx)
+
+
+MODELS: dict[str, type[StagedModel]] = {"nwp": NextWordLSTM, "image": MobileNetV2Image}
 DEFAULT_CUT = {"nwp": "fc", "image": "classifier"}
+
+
+def build_model(task: str, **config: Any) -> StagedModel:
+    """A fresh model for `task` from its config (the keyword arguments of its class)."""
+    if task not in MODELS:
+        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(MODELS)}")
+    try:
+        return MODELS[task](**config)
+    except TypeError as err:
+        raise ValueError(f"bad config for task {task!r}: {err}") from err
+
+
+def example_input(task: str, model: StagedModel, batch: int = 1, length: int = 10,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random input in the model's input form: token ids [batch, length] (never pad or unk)
+    for nwp, float32 [batch, 1, 28, 28] in [0, 1] for image."""
+    if task == "nwp":
+        return torch.randint(2, model.config["vocab_size"], (batch, length), generator=generator)
+    if task == "image":
+        return torch.rand(batch, 1, 28, 28, generator=generator)
+    raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(MODELS)}")
 
 
 def split_at(model: StagedModel, cut: str) -> tuple[nn.Sequential, nn.Sequential]:

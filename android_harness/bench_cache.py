@@ -1,0 +1,236 @@
+"""`autlearn bench cache`: what the inference-training cache saves in online learning, and the
+device process's memory against PyTorch doing the same training.
+
+Three processes, so each measures only itself: this one prepares (model, bundle, stream); a
+device worker (isolated: runtime-only TVM, numpy, no torch) streams the samples through
+`OnlineLearner` with the cache and without it (recomputing the forward pass in one batched
+call per update), alternating repeats so both see the same machine load; a PyTorch worker runs
+the same head-only online training in eager mode. Each worker reports its peak RSS.
+
+Run as `python -m android_harness.bench_cache device|torch ...` for the workers; this module
+imports nothing heavy at the top, so the device worker never loads torch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Small but real models: the bundle compiles in about a minute on 2 cores.
+BENCH_MODELS = {
+    "nwp": {"vocab_size": 2000, "embed_dim": 64, "hidden_size": 128},
+    "image": {"num_classes": 62, "width_mult": 0.5},
+}
+SEQ_LENGTH = 10
+THREADS = "1"  # both workers single-threaded: a fair comparison on a shared 2-core machine
+
+
+def _peak_rss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _labels(task: str, config: dict[str, Any]) -> list[str]:
+    if task == "nwp":
+        return ["<pad>", "<unk>"] + [f"w{i}" for i in range(config["vocab_size"] - 2)]
+    return [f"c{i}" for i in range(config["num_classes"])]
+
+
+def prepare(task: str, work: Path, samples: int, seed: int = 0) -> dict[str, Path]:
+    """The model checkpoint, its compiled bundle (reused when present) and a labelled stream."""
+    import numpy as np
+    import torch
+
+    from cloud_pretrain.checkpoint import save_checkpoint
+    from cloud_pretrain.models import build_model
+    from compiler import compile_bundle
+
+    if task not in BENCH_MODELS:
+        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(BENCH_MODELS)}")
+    work.mkdir(parents=True, exist_ok=True)
+    paths = {"checkpoint": work / "checkpoint.pt", "bundle": work / "bundle", "stream": work / "stream.npz"}
+    config = BENCH_MODELS[task]
+    labels = _labels(task, config)
+    if not (paths["bundle"] / "manifest.json").is_file() or not paths["checkpoint"].is_file():
+        torch.manual_seed(seed)
+        model = build_model(task, **config).eval()
+        save_checkpoint(paths["checkpoint"], model, task, **({"vocab": labels} if task == "nwp" else {"labels": labels}))
+        compile_bundle(model, task, paths["bundle"], labels=labels, seq_lengths=(SEQ_LENGTH,))
+    rng = np.random.default_rng(seed)
+    if task == "nwp":
+        x = rng.integers(2, len(labels), size=(samples, SEQ_LENGTH)).astype(np.int64)
+    else:
+        x = rng.random((samples, 1, 28, 28), dtype=np.float32)
+    np.savez(paths["stream"], x=x, y=rng.integers(0, len(labels), size=samples).astype(np.int64))
+    return paths
+
+
+def device_worker(bundle: Path, stream: Path, repeats: int) -> dict[str, Any]:
+    """Online learning on the device runtime, with and without the cache, alternated per repeat."""
+    from device_runtime.isolation import isolate_device_process
+
+    isolate_device_process()
+    import numpy as np
+
+    from device_runtime.bundle import load_bundle
+    from device_runtime.learner import Learner
+    from device_runtime.model import DeviceModel
+    from device_runtime.online import InferenceCache, OnlineLearner
+
+    loaded = load_bundle(bundle)
+    with np.load(stream) as data:
+        x, y = data["x"], data["y"]
+
+    def one_pass(use_cache: bool) -> tuple[float, float, int]:
+        model = DeviceModel(loaded)  # fresh params from the bundle: both modes do the same work
+        online = OnlineLearner(model, Learner(model), InferenceCache(len(x)) if use_cache else None)
+        infer_s = learn_s = 0.0
+        for i in range(len(x)):
+            t0 = time.perf_counter()
+            key, _ = online.infer(x[i], key=i)
+            t1 = time.perf_counter()
+            online.feedback(key, int(y[i]), None if use_cache else x[i])
+            learn_s += time.perf_counter() - t1
+            infer_s += t1 - t0
+        return infer_s, learn_s, online.stats.updates
+
+    one_pass(True), one_pass(False)  # warm-up
+    runs: dict[str, list[tuple[float, float, int]]] = {"cache": [], "recompute": []}
+    for _ in range(repeats):
+        runs["cache"].append(one_pass(True))
+        runs["recompute"].append(one_pass(False))
+    n = len(x)
+    result: dict[str, Any] = {"samples": n, "updates": runs["cache"][0][2], "peak_rss_kib": _peak_rss_kib(),
+                              "torch_loaded": "torch" in sys.modules}
+    for mode, passes in runs.items():
+        result[f"{mode}_learn_ms_per_labelled"] = 1e3 * statistics.median(p[1] for p in passes) / n
+        result[f"{mode}_total_ms_per_sample"] = 1e3 * statistics.median(p[0] + p[1] for p in passes) / n
+    return result
+
+
+def torch_worker(checkpoint: Path, stream: Path, repeats: int, lr: float, batch: int) -> dict[str, Any]:
+    """The same head-only online training in PyTorch eager: infer each sample, train per batch."""
+    import numpy as np
+    import torch
+
+    from cloud_pretrain.checkpoint import load_checkpoint
+    from cloud_pretrain.models import DEFAULT_CUT, split_at
+
+    torch.set_num_threads(int(THREADS))
+    with np.load(stream) as data:
+        x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
+    model, meta = load_checkpoint(checkpoint)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def one_pass() -> float:
+        model.load_state_dict(initial)
+        frozen, head = split_at(model, DEFAULT_CUT[meta["task"]])
+        optimizer = torch.optim.SGD(head.parameters(), lr=lr)
+        pending: list[int] = []
+        start = time.perf_counter()
+        for i in range(len(x)):
+            with torch.no_grad():
+                model(x[i:i + 1]).argmax(1)
+            pending.append(i)
+            if len(pending) == batch:
+                index = torch.tensor(pending)
+                with torch.no_grad():
+                    cut = frozen(x[index])
+                loss = torch.nn.functional.cross_entropy(head(cut), y[index])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                pending = []
+        return time.perf_counter() - start
+
+    one_pass()
+    seconds = statistics.median(one_pass() for _ in range(repeats))
+    return {"total_ms_per_sample": 1e3 * seconds / len(x), "peak_rss_kib": _peak_rss_kib()}
+
+
+def _worker(args: list[str]) -> dict[str, Any]:
+    env = {**os.environ, "OMP_NUM_THREADS": THREADS, "TVM_NUM_THREADS": THREADS}
+    done = subprocess.run([sys.executable, "-m", "android_harness.bench_cache", *args], capture_output=True,
+                          text=True, env=env, timeout=1800, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark worker {args[0]} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Two panels: learning cost per labelled sample, and peak RSS per process."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dev = result["device"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.bar(["cache", "recompute"], [dev["cache_learn_ms_per_labelled"], dev["recompute_learn_ms_per_labelled"]],
+             color=["tab:green", "tab:red"])
+    left.set_ylabel("ms per labelled sample")
+    left.set_title(f"online learning ({result['task']}): x{result['cache_speedup']:.1f} with the cache")
+    right.bar(["device (TVM)", "PyTorch"], [dev["peak_rss_kib"] / 1024, result["torch"]["peak_rss_kib"] / 1024],
+              color=["tab:blue", "tab:orange"])
+    right.set_ylabel("peak RSS (MiB)")
+    right.set_title(f"memory: {result['rss_ratio_vs_torch']:.2f} of PyTorch's")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_cache_benchmark(task: str, *, work: str | Path, samples: int = 320, repeats: int = 5,
+                        json_path: str | Path | None = None) -> dict[str, Any]:
+    """Prepares, runs both workers and returns (and optionally writes) the figures, with a plot."""
+    if samples < 16 or repeats < 1:
+        raise ValueError(f"need samples >= 16 and repeats >= 1, got {samples}, {repeats}")
+    work = Path(work)
+    paths = prepare(task, work, samples)
+    manifest = json.loads((paths["bundle"] / "manifest.json").read_text())
+    device = _worker(["device", "--bundle", str(paths["bundle"]), "--stream", str(paths["stream"]),
+                      "--repeats", str(repeats)])
+    torch_side = _worker(["torch", "--checkpoint", str(paths["checkpoint"]), "--stream", str(paths["stream"]),
+                          "--repeats", str(repeats), "--lr", str(manifest["optimizer"]["lr"]),
+                          "--batch", str(manifest["train_batch"])])
+    result = {"task": task, "samples": samples, "repeats": repeats, "threads": int(THREADS),
+              "cache_speedup": device["recompute_learn_ms_per_labelled"] / device["cache_learn_ms_per_labelled"],
+              "rss_ratio_vs_torch": device["peak_rss_kib"] / torch_side["peak_rss_kib"],
+              "device": device, "torch": torch_side, "plot": str(work / "bench_cache.png")}
+    plot(result, work / "bench_cache.png")
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Worker entry point: prints one JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m android_harness.bench_cache")
+    sub = parser.add_subparsers(dest="worker", required=True)
+    d = sub.add_parser("device")
+    d.add_argument("--bundle", type=Path, required=True)
+    d.add_argument("--stream", type=Path, required=True)
+    d.add_argument("--repeats", type=int, default=5)
+    t = sub.add_parser("torch")
+    t.add_argument("--checkpoint", type=Path, required=True)
+    t.add_argument("--stream", type=Path, required=True)
+    t.add_argument("--repeats", type=int, default=5)
+    t.add_argument("--lr", type=float, required=True)
+    t.add_argument("--batch", type=int, required=True)
+    args = parser.parse_args(argv)
+    if args.worker == "device":
+        result = device_worker(args.bundle, args.stream, args.repeats)
+    else:
+        result = torch_worker(args.checkpoint, args.stream, args.repeats, args.lr, args.batch)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

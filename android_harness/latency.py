@@ -1,0 +1,114 @@
+"""Latency of a bundle's forward functions and its training step, measured on the device.
+
+The modules are pushed (and verified) through the transport, then each function is timed
+there with the bundle's own parameters and random inputs of the manifest's shapes: token ids
+below the vocabulary size, images in [0, 1], cut activations and labels for `update`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from android_harness.push import push_bundle, read_intact_manifest, remote_path
+from android_harness.transports import Transport
+from device_runtime.manifest import Manifest
+
+
+@dataclasses.dataclass
+class FunctionLatency:
+    """Timings of one VM function: seconds per call, one value per repeat."""
+
+    module: str
+    function: str
+    batch: int
+    seconds: list[float]
+
+    @property
+    def median_ms(self) -> float:
+        return 1e3 * statistics.median(self.seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"module": self.module, "function": self.function, "batch": self.batch,
+                "median_ms": self.median_ms, "min_ms": 1e3 * min(self.seconds),
+                "max_ms": 1e3 * max(self.seconds), "seconds": self.seconds}
+
+
+def bundle_arrays(bundle: Path, manifest: Manifest) -> dict[str, list[np.ndarray]]:
+    """Frozen, trainable and optimizer-state arrays in the manifest's order."""
+    files = {"frozen": "frozen.npz", "trainable": "trainable.npz", "optimizer_state": "optimizer.npz"}
+    arrays = {}
+    for key, file in files.items():
+        with np.load(Path(bundle) / file, allow_pickle=False) as npz:
+            missing = [n for n in manifest.params[key] if n not in npz.files]
+            if missing:
+                raise ValueError(f"{file} lacks the manifest's arrays: {', '.join(missing)}")
+            arrays[key] = [npz[n] for n in manifest.params[key]]
+    return arrays
+
+
+def sample_input(manifest: Manifest, shape: list[int], rng: np.random.Generator) -> np.ndarray:
+    """A valid model input: token ids below num_classes (the vocabulary), or images in [0, 1]."""
+    dtype = manifest.input["dtype"]
+    if manifest.task == "nwp":
+        return rng.integers(0, manifest.num_classes, size=shape).astype(dtype)
+    return rng.random(shape).astype(dtype)
+
+
+def bench_latency(bundle: Path, transport: Transport, dest: str, *, number: int = 10, repeat: int = 10,
+                  seed: int = 0) -> list[FunctionLatency]:
+    """Pushes forward.so and update.so to dest and times every forward function and `update`."""
+    manifest = read_intact_manifest(bundle)
+    modules = {key: manifest.modules[key] for key in ("forward", "update")}
+    push_bundle(bundle, transport, dest, names=list(modules.values()))
+    arrays = bundle_arrays(bundle, manifest)
+    rng = np.random.default_rng(seed)
+    calls = [(modules["forward"], f["name"], f["batch"],
+              [sample_input(manifest, f["input_shape"], rng), *arrays["frozen"], *arrays["trainable"]])
+             for f in manifest.forward_functions]
+    batch = manifest.train_batch
+    cut = rng.standard_normal((batch, *manifest.cut["shape"][1:])).astype(manifest.cut["dtype"])
+    labels = rng.integers(0, manifest.num_classes, size=batch).astype("int64")
+    calls.append((modules["update"], "update", batch, [cut, labels, *arrays["trainable"], *arrays["optimizer_state"]]))
+    results = []
+    for module, function, n, args in tqdm(calls, desc=f"latency {transport.name}", unit="function"):
+        seconds = transport.run_module(remote_path(dest, module), function, args, number=number, repeat=repeat)
+        results.append(FunctionLatency(module, function, n, seconds))
+    return results
+
+
+def write_latency_json(results: list[FunctionLatency], path: Path, **context: Any) -> Path:
+    """The results (and context such as bundle, transport) as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**context, "functions": [r.to_json() for r in results]}, indent=2) + "\n")
+    return path
+
+
+def plot_latency(results: list[FunctionLatency], path: Path, title: str = "latency on the device") -> Path:
+    """A bar per function: median ms, whiskers from the fastest to the slowest repeat."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.function for r in results]
+    medians = np.array([r.median_ms for r in results])
+    low = medians - np.array([1e3 * min(r.seconds) for r in results])
+    high = np.array([1e3 * max(r.seconds) for r in results]) - medians
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(results) + 1.5))
+    ax.barh(names, medians, xerr=[low, high], capsize=3)
+    ax.set_xlabel("milliseconds per call (median of repeats)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,243 @@
+"""Ways to reach a device: its storage, a shell, and timed runs of compiled modules.
+
+- LocalTransport: a directory on this machine stands for the phone's storage; modules run in
+  this process.
+- AdbTransport: a phone over `adb -s SERIAL`; modules run in a TVM RPC server on the phone
+  (TVM's Android RPC app or `tvm_rpc`), reached through `adb forward`.
+- RPCTransport: a TVM RPC server (`tvm.rpc`); files go to the server's workspace.
+
+Modules are timed with the relax VM's stateful API (`set_input` + `invoke_stateful`), which
+also works over RPC for functions that return tuples (the bundle's forward functions do).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+import numpy as np
+
+ADB_TIMEOUT_S = 600
+
+
+class Transport(Protocol):
+    """What the harness needs from a device."""
+
+    name: str
+
+    def push(self, local: Path, remote: str) -> None:
+        """Copies a local file to `remote` on the device (parent directories created)."""
+
+    def shell(self, command: str) -> str:
+        """Runs a shell command on the device; its stdout. RuntimeError when it fails."""
+
+    def sha256(self, remote: Sequence[str]) -> dict[str, str]:
+        """sha256 hex of each remote file, computed on the far side."""
+
+    def run_module(self, module: str, function: str, args: Sequence[np.ndarray], *,
+                   number: int, repeat: int) -> list[float]:
+        """Seconds per call of `function` of the relax VM module at `remote`, one per repeat."""
+
+
+def time_vm_function(module: Any, device: Any, function: str, args: Sequence[np.ndarray], *,
+                     number: int, repeat: int) -> list[float]:
+    """Times one function of a loaded relax VM module on `device` (local or remote).
+
+    The arguments are copied to the device once, before timing; the first call is a
+    discarded warm-up (time_evaluator's convention).
+    """
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    if number < 1 or repeat < 1:
+        raise ValueError(f"number and repeat must be >= 1, got number={number}, repeat={repeat}")
+    vm = VirtualMachine(module, device)
+    vm.set_input(function, *[tvm.runtime.tensor(np.ascontiguousarray(a), device) for a in args])
+    timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat)
+    return [float(t) for t in timer(function).results]
+
+
+def sha256_via_shell(transport: Transport, remote: Sequence[str]) -> dict[str, str]:
+    """sha256 of remote files through the device's `sha256sum` (toybox on Android 8+, coreutils)."""
+    if not remote:
+        return {}
+    out = transport.shell("sha256sum " + " ".join(shlex.quote(p) for p in remote))
+    digests = {}
+    for line in out.splitlines():
+        match = re.fullmatch(r"([0-9a-f]{64}) [ *]?(.+)", line.strip())
+        if match:
+            digests[match.group(2)] = match.group(1)
+    missing = [p for p in remote if p not in digests]
+    if missing:
+        raise RuntimeError(f"{transport.name}: sha256sum printed no digest for {', '.join(missing)} (output: {out!r})")
+    return digests
+
+
+class LocalTransport:
+    """A directory on this machine standing for the phone's storage; runs modules in-process.
+
+    Relative remote paths are under `root`; the shell runs `sh -c` with `root` as working
+    directory, so relative paths mean the same in `push` and `shell`.
+    """
+
+    name = "local"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, remote: str) -> Path:
+        """The local file that a remote path names."""
+        return self.root / remote
+
+    def push(self, local: Path, remote: str) -> None:
+        local = Path(local)
+        if not local.is_file():
+            raise FileNotFoundError(f"cannot push {local}: no such file")
+        target = self.path(remote)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, target)
+
+    def shell(self, command: str) -> str:
+        done = subprocess.run(["sh", "-c", command], cwd=self.root, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"local shell command failed (exit {done.returncode}): {command}: {done.stderr.strip()}")
+        return done.stdout
+
+    def sha256(self, remote: Sequence[str]) -> dict[str, str]:
+        return sha256_via_shell(self, remote)
+
+    def run_module(self, module: str, function: str, args: Sequence[np.ndarray], *,
+                   number: int, repeat: int) -> list[float]:
+        import tvm
+
+        path = self.path(module)
+        if not path.is_file():
+            raise FileNotFoundError(f"module {path} is not on the device: push the bundle first")
+        return time_vm_function(tvm.runtime.load_module(str(path)), tvm.cpu(), function, args,
+                                number=number, repeat=repeat)
+
+
+class RPCTransport:
+    """A TVM RPC server: push uploads into its workspace, run_module loads and times there.
+
+    Remote paths are file names in the server's flat workspace (it cannot make directories),
+    or absolute paths on the server's machine. TVM RPC has no shell; sha256 downloads the far
+    side's copy and hashes it here.
+    """
+
+    name = "rpc"
+
+    def __init__(self, host: str, port: int, key: str = "") -> None:
+        from tvm import rpc
+
+        try:
+            self.session = rpc.connect(host, int(port), key=key)
+        except Exception as err:  # tvm raises its own error types for refused connections
+            raise RuntimeError(f"cannot connect to a TVM RPC server at {host}:{port}: {err}") from err
+        self.address = f"{host}:{port}"
+
+    def push(self, local: Path, remote: str) -> None:
+        local = Path(local)
+        if not local.is_file():
+            raise FileNotFoundError(f"cannot push {local}: no such file")
+        if len(PurePosixPath(remote).parts) != 1:
+            raise ValueError(f"the TVM RPC workspace is flat: push to a file name, not {remote!r}")
+        self.session.upload(str(local), target=remote)
+
+    def shell(self, command: str) -> str:
+        raise RuntimeError(f"the TVM RPC server at {self.address} offers no shell (cannot run {command!r}); "
+                           "use the adb or local transport")
+
+    def sha256(self, remote: Sequence[str]) -> dict[str, str]:
+        return {p: hashlib.sha256(bytes(self.session.download(p))).hexdigest() for p in remote}
+
+    def run_module(self, module: str, function: str, args: Sequence[np.ndarray], *,
+                   number: int, repeat: int) -> list[float]:
+        return time_vm_function(self.session.load_module(module), self.session.cpu(), function, args,
+                                number=number, repeat=repeat)
+
+
+@contextlib.contextmanager
+def local_rpc_server(port: int = 9090, port_end: int = 9199) -> Iterator[tuple[str, int]]:
+    """A real TVM RPC server in a child process on 127.0.0.1 (first free port in range); (host, port)."""
+    from tvm import rpc
+
+    server = rpc.Server(host="127.0.0.1", port=port, port_end=port_end, silent=True)
+    try:
+        yield server.host, server.port
+    finally:
+        server.terminate()
+
+
+class AdbTransport:
+    """An Android phone over adb. Modules run in a TVM RPC server on the phone, which must
+    listen on `rpc_port` (TVM's Android RPC app or a pushed `tvm_rpc`); `adb forward` reaches it."""
+
+    name = "adb"
+
+    def __init__(self, serial: str | None = None, *, adb: str = "adb", rpc_port: int | None = None) -> None:
+        self.adb = shutil.which(adb)
+        if self.adb is None:
+            raise RuntimeError(f"{adb!r} is not installed or not on PATH (Debian: apt-get install adb)")
+        attached = self.devices()
+        if serial is None:
+            if len(attached) != 1:
+                raise RuntimeError(f"pass --serial: adb sees {len(attached)} attached devices "
+                                   f"({', '.join(attached) or 'none'})")
+            serial = attached[0]
+        elif serial not in attached:
+            raise RuntimeError(f"no device {serial!r} attached (adb devices lists: {', '.join(attached) or 'none'})")
+        self.serial = serial
+        self.rpc_port = rpc_port
+        self._rpc: RPCTransport | None = None
+
+    def _adb(self, *args: str, serial: bool = True) -> str:
+        command = [self.adb, *(("-s", self.serial) if serial else ()), *args]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=ADB_TIMEOUT_S)
+        except subprocess.TimeoutExpired as err:
+            raise RuntimeError(f"{shlex.join(command)} timed out after {ADB_TIMEOUT_S} s") from err
+        if done.returncode != 0:
+            raise RuntimeError(f"{shlex.join(command)} failed (exit {done.returncode}): "
+                               f"{(done.stderr or done.stdout).strip()}")
+        return done.stdout
+
+    def devices(self) -> list[str]:
+        """Serials of the attached devices that are ready (state `device`)."""
+        lines = self._adb("devices", serial=False).splitlines()
+        return [parts[0] for parts in (line.split() for line in lines[1:]) if parts[1:2] == ["device"]]
+
+    def push(self, local: Path, remote: str) -> None:
+        local = Path(local)
+        if not local.is_file():
+            raise FileNotFoundError(f"cannot push {local}: no such file")
+        self._adb("push", str(local), remote)  # adb creates missing parent directories
+
+    def shell(self, command: str) -> str:
+        return self._adb("shell", command)
+
+    def sha256(self, remote: Sequence[str]) -> dict[str, str]:
+        return sha256_via_shell(self, remote)
+
+    def rpc(self) -> RPCTransport:
+        """The phone's TVM RPC server, through `adb forward tcp:PORT tcp:PORT`."""
+        if self.rpc_port is None:
+            raise RuntimeError("running modules over adb needs a TVM RPC server on the phone "
+                               "(TVM's Android RPC app or tvm_rpc) and its port: pass --rpc-port")
+        if self._rpc is None:
+            self._adb("forward", f"tcp:{self.rpc_port}", f"tcp:{self.rpc_port}")
+            self._rpc = RPCTransport("127.0.0.1", self.rpc_port)
+        return self._rpc
+
+    def run_module(self, module: str, function: str, args: Sequence[np.ndarray], *,
+                   number: int, repeat: int) -> list[float]:
+        if not PurePosixPath(module).is_absolute():
+            raise ValueError(f"module path on the phone must be absolute for the RPC server, got {module!r}")
+        return self.rpc().run_module(module, function, args, number=number, repeat=repeat)

@@ -1,0 +1,134 @@
+"""Images: Fashion-MNIST (public, stands for ImageNet) and per-writer handwritten characters.
+
+The writers stand for LEAF's FEMNIST: one installed handwriting font is one writer, with 62
+classes in FEMNIST order (`0-9`, `A-Z`, `a-z`). Each writer writes each class a different
+number of times (at least once), so writers differ in style and in label distribution.
+Rendering is deterministic for a seed and cached as `.npz` under the cache directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import pathlib
+import zlib
+
+import numpy as np
+from tqdm import tqdm
+
+from cloud_pretrain.data.fonts import FEMNIST_CLASSES, Jitter, handwriting_fonts, render_character
+from cloud_pretrain.data.paths import cache_dir, debian_data
+from cloud_pretrain.data.users import TEST_FRACTION, ImageUser, split_in_order
+
+FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_RENDER_VERSION = 2  # bump when rendering changes, so old caches are not reused
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """An IDX array (the MNIST file format), gzipped or not."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX file not found: {path}")
+    raw = path.read_bytes()
+    try:
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path}: a corrupt gzip file ({err})") from None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic number {data[:4].hex()})")
+    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    offset = 4 + 4 * ndim
+    if len(data) - offset != int(np.prod(shape)) * dtype.itemsize:
+        raise ValueError(f"{path}: {len(data) - offset} bytes of data for shape {shape} of {dtype}")
+    return np.frombuffer(data, dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def fashion_mnist(split: str = "train", root: str | os.PathLike = FASHION_MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST `train` (60,000) or `test` (10,000): uint8 [n, 28, 28], int64 labels [n]."""
+    prefixes = {"train": "train", "test": "t10k"}
+    if split not in prefixes:
+        raise ValueError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}")
+    root = debian_data(root, "dataset-fashion-mnist", "Fashion-MNIST")
+    images = read_idx(debian_data(root / f"{prefixes[split]}-images-idx3-ubyte.gz", "dataset-fashion-mnist",
+                                  "Fashion-MNIST images"))
+    labels = read_idx(debian_data(root / f"{prefixes[split]}-labels-idx1-ubyte.gz", "dataset-fashion-mnist",
+                                  "Fashion-MNIST labels"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"{root}: {split} images {images.shape} do not match labels {labels.shape}")
+    return images, labels.astype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class WritingSettings:
+    """What a rendered writer depends on; its hash names the cache file."""
+
+    seed: int = 0
+    samples_per_class: float = 5.0  # mean over a writer's classes; every class at least once
+    jitter: Jitter = Jitter()
+
+    def key(self, font: pathlib.Path) -> str:
+        stat = font.stat()
+        fields = {"version": _RENDER_VERSION, "font": str(font), "font_size": stat.st_size,
+                  **dataclasses.asdict(self)}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def class_counts(rng: np.random.Generator, samples_per_class: float) -> np.ndarray:
+    """How often one writer writes each class: 1 + Poisson around the writer's own volume
+    (log-normal, as some writers write much more than others) and class preferences."""
+    if samples_per_class < 1:
+        raise ValueError(f"samples per class must be at least 1, got {samples_per_class}")
+    volume = rng.lognormal(0.0, 0.5)
+    preference = rng.dirichlet(np.full(len(FEMNIST_CLASSES), 2.0)) * len(FEMNIST_CLASSES)
+    return 1 + rng.poisson((samples_per_class - 1) * volume * preference)
+
+
+def render_writer(writer: str, font: pathlib.Path, settings: WritingSettings) -> tuple[np.ndarray, np.ndarray]:
+    """All samples of one writer, in writing order: uint8 [n, 28, 28], int64 class ids [n]."""
+    rng = np.random.default_rng([settings.seed, zlib.crc32(writer.encode())])
+    labels = np.repeat(np.arange(len(FEMNIST_CLASSES)), class_counts(rng, settings.samples_per_class))
+    labels = rng.permutation(labels)
+    images = np.stack([render_character(font, FEMNIST_CLASSES[label], rng, settings.jitter) for label in labels])
+    return images, labels.astype(np.int64)
+
+
+def cached_writer(writer: str, font: pathlib.Path, settings: WritingSettings,
+                  directory: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    """`render_writer`, read from `directory` when rendered before, else rendered and stored."""
+    path = directory / f"{writer}-{settings.key(font)}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as cached:
+                return cached["x"], cached["y"]
+        except (OSError, ValueError, KeyError, zlib.error):
+            pass  # a damaged cache file is rendered again and replaced
+    images, labels = render_writer(writer, font, settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(partial, x=images, y=labels)
+    os.replace(partial, path)
+    return images, labels
+
+
+def handwriting_users(settings: WritingSettings = WritingSettings(), fonts: dict[str, pathlib.Path] | None = None,
+                      cache: str | os.PathLike | None = None,
+                      test_fraction: float = TEST_FRACTION) -> list[ImageUser]:
+    """One user per handwriting font; each writer's samples split in writing order."""
+    fonts = handwriting_fonts() if fonts is None else fonts
+    if not fonts:
+        raise FileNotFoundError("no installed handwriting font has all 62 characters (make system-deps)")
+    directory = (cache_dir() if cache is None else pathlib.Path(cache)) / "handwriting"
+    users = []
+    for writer, font in tqdm(fonts.items(), desc="writers", unit="writer", leave=False):
+        images, labels = cached_writer(writer, font, settings, directory)
+        order = np.arange(len(labels))
+        train, test = split_in_order(order, test_fraction)
+        users.append(ImageUser(writer, images[train], labels[train], images[test], labels[test]))
+    return users

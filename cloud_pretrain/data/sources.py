@@ -1,0 +1,25 @@
+"""The per-user data of a task: built in (Shakespeare speakers, font writers) or LEAF files."""
+from __future__ import annotations
+
+import os
+
+from cloud_pretrain.data.users import User
+
+TASKS = ("nwp", "image")
+
+
+def task_users(task: str, leaf: str | os.PathLike | None = None) -> list[User]:
+    """Every user of `task` (`nwp` or `image`), from the LEAF data at `leaf` when given."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if leaf is not None:
+        from cloud_pretrain.data.leaf import leaf_users
+
+        return leaf_users(leaf, task)
+    if task == "nwp":
+        from cloud_pretrain.data.shakespeare import shakespeare_users
+
+        return shakespeare_users()
+    from cloud_pretrain.data.images import handwriting_users
+
+    return handwriting_users()

@@ -1,0 +1,26 @@
+"""Figures worth seeing, written as PNG files (matplotlib without a display)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+
+def plot_lines(path: str | os.PathLike, x: Sequence[float], series: dict[str, Sequence[float]], *,
+               title: str, xlabel: str, ylabel: str) -> Path:
+    """One line per series against `x`, markers on every point."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, ys in series.items():
+        ax.plot(x, ys, marker="o", label=label)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

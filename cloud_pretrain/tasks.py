@@ -1,0 +1,168 @@
+"""The two tasks' public pretraining data and their presets (tiny, demo, paper).
+
+- `nwp`: the public text corpus (WordNet glosses and examples, fortunes), split by sentence
+  (seeded) into train and validation; vocabulary of the 10,000 most frequent training words;
+  next-word examples bucketed by context length.
+- `image`: the public data is honestly disjoint from the device users. The model has the 62
+  FEMNIST classes, which Fashion-MNIST (10 clothing classes) cannot teach, so we pretrain on
+  characters rendered for the *held-out writers*: every installed handwriting font except the
+  writers the device experiments use (the paper's top 10% by samples, `users.top_users` of
+  the default `handwriting_users()`), rendered with a seed of their own and more samples.
+  Their images are split (seeded) into train and validation.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from cloud_pretrain.train import Buckets, TrainConfig
+
+TASKS = ("nwp", "image")
+PRESET_NAMES = ("tiny", "demo", "paper")
+PUBLIC_RENDER_SEED = 1  # the device users' writers are rendered with seed 0
+VAL_FRACTION = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Model sizes, data sizes and training schedule of one preset."""
+
+    name: str
+    model: dict[str, Any]
+    train: TrainConfig
+    max_train: int | None  # examples kept (seeded sample); None: all
+    max_val: int | None
+    buckets: tuple[int, ...] = (10,)  # nwp context-length buckets
+    samples_per_class: float = 5.0  # image: mean renders per class and writer
+
+
+PRESETS: dict[str, dict[str, Preset]] = {
+    "nwp": {
+        "tiny": Preset("tiny", {"embed_dim": 16, "hidden_size": 32},
+                       TrainConfig(epochs=2, batch_size=32, lr=5e-3), 2_000, 500, (5, 10)),
+        "demo": Preset("demo", {"embed_dim": 64, "hidden_size": 128},
+                       TrainConfig(epochs=3, batch_size=64, lr=3e-3), 60_000, 5_000, (5, 10)),
+        # A 2-layer LSTM of 256 units, as in LEAF's next-word baselines, on the whole corpus.
+        "paper": Preset("paper", {"embed_dim": 128, "hidden_size": 256},
+                        TrainConfig(epochs=10, batch_size=128, lr=2e-3), None, 20_000, (5, 10, 20)),
+    },
+    "image": {
+        "tiny": Preset("tiny", {"width_mult": 0.25},
+                       TrainConfig(epochs=1, batch_size=32, lr=3e-3), 600, 200, samples_per_class=2),
+        "demo": Preset("demo", {"width_mult": 0.5},
+                       TrainConfig(epochs=4, batch_size=64, lr=3e-3), None, None, samples_per_class=20),
+        "paper": Preset("paper", {"width_mult": 1.0},
+                        TrainConfig(epochs=20, batch_size=64, lr=2e-3), None, None, samples_per_class=60),
+    },
+}
+
+
+@dataclasses.dataclass
+class TaskData:
+    """Train and validation buckets with the names of the outputs (vocabulary or labels)."""
+
+    task: str
+    train: Buckets
+    val: Buckets
+    vocab: list[str] | None = None
+    labels: list[str] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.vocab if self.vocab is not None else self.labels)
+
+    def model_config(self, preset: Preset) -> dict[str, Any]:
+        """The model class's kwargs: the preset's sizes plus the output size the data fixes."""
+        key = "vocab_size" if self.task == "nwp" else "num_classes"
+        return {**preset.model, key: self.num_classes}
+
+
+def get_preset(task: str, name: str, **train_overrides: Any) -> Preset:
+    """A preset, with fields of its TrainConfig replaced by the non-None overrides."""
+    if task not in PRESETS:
+        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    if name not in PRESETS[task]:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS[task])}")
+    preset = PRESETS[task][name]
+    changes = {k: v for k, v in train_overrides.items() if v is not None}
+    return dataclasses.replace(preset, train=dataclasses.replace(preset.train, **changes)) if changes else preset
+
+
+def _sample(x: np.ndarray, y: np.ndarray, limit: int | None, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    if limit is not None and len(y) > limit:
+        keep = np.sort(rng.choice(len(y), size=limit, replace=False))
+        x, y = x[keep], y[keep]
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+
+
+def _sample_buckets(examples: dict[int, tuple[np.ndarray, np.ndarray]], limit: int | None,
+                    rng: np.random.Generator) -> Buckets:
+    """At most `limit` examples in all, each bucket keeping its share."""
+    total = sum(len(y) for _, y in examples.values())
+    out = {}
+    for key in sorted(examples):
+        x, y = examples[key]
+        share = None if limit is None or total <= limit else max(1, round(limit * len(y) / total))
+        if len(y):
+            out[key] = _sample(x, y, share, rng)
+    return out
+
+
+def nwp_data(preset: Preset, seed: int, vocab: list[str] | None = None) -> TaskData:
+    """Public-corpus next-word examples; the vocabulary is built on the training sentences
+    unless given (a checkpoint's vocabulary, so pruning evaluates on the same ids)."""
+    from cloud_pretrain.data import text
+
+    sentences = text.public_corpus()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(sentences))
+    n_val = int(len(sentences) * VAL_FRACTION)
+    val_s = [sentences[i] for i in order[:n_val]]
+    train_s = [sentences[i] for i in order[n_val:]]
+    words = text.Vocabulary(vocab) if vocab is not None else text.Vocabulary.build(train_s)
+    train = _sample_buckets(text.next_word_examples(train_s, words, preset.buckets), preset.max_train, rng)
+    val = _sample_buckets(text.next_word_examples(val_s, words, preset.buckets), preset.max_val, rng)
+    return TaskData("nwp", train, val, vocab=list(words.tokens))
+
+
+def device_writers() -> list[str]:
+    """The writers the device experiments use: the top 10% of the default handwriting users."""
+    from cloud_pretrain.data.images import handwriting_users
+    from cloud_pretrain.data.users import top_users
+
+    return [user.id for user in top_users(handwriting_users())]
+
+
+def image_data(preset: Preset, seed: int) -> TaskData:
+    """Characters of the held-out (public) writers, as float32 [n, 1, 28, 28] in [0, 1]."""
+    from cloud_pretrain.data.fonts import FEMNIST_CLASSES, handwriting_fonts
+    from cloud_pretrain.data.images import WritingSettings, handwriting_users
+
+    held_out = set(device_writers())
+    fonts = {w: f for w, f in handwriting_fonts().items() if w not in held_out}
+    if not fonts:
+        raise FileNotFoundError("no handwriting font is left for public pretraining once the device "
+                                "writers are held out: install more fonts (make system-deps)")
+    settings = WritingSettings(seed=PUBLIC_RENDER_SEED, samples_per_class=preset.samples_per_class)
+    users = handwriting_users(settings, fonts=fonts, test_fraction=0.0)
+    x = np.concatenate([u.train_x for u in users])
+    y = np.concatenate([u.train_y for u in users])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    n_val = max(1, int(len(y) * VAL_FRACTION))
+    images = (x.astype(np.float32) / 255.0)[:, None]
+    val = {0: _sample(images[order[:n_val]], y[order[:n_val]], preset.max_val, rng)}
+    train = {0: _sample(images[order[n_val:]], y[order[n_val:]], preset.max_train, rng)}
+    return TaskData("image", train, val, labels=list(FEMNIST_CLASSES))
+
+
+def load_data(task: str, preset: Preset, seed: int, vocab: list[str] | None = None) -> TaskData:
+    """The public train/validation data of `task` for `preset`, deterministic for `seed`."""
+    if task == "nwp":
+        return nwp_data(preset, seed, vocab)
+    if task == "image":
+        return image_data(preset, seed)
+    raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")

@@ -1,0 +1,51 @@
+"""Writing the artifact bundle (ARCHITECTURE.md): modules, parameters, labels, manifest.
+
+The bundle is assembled in a sibling temporary directory and moved into place only when every
+file is written, so a failed compile never leaves a half bundle or destroys the previous one.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from device_runtime.manifest import MANIFEST_NAME, Manifest, write_manifest
+
+
+def write_npz(path: Path, names: Sequence[str], values: Sequence[np.ndarray]) -> None:
+    """Arrays saved under their names (the manifest keeps the order)."""
+    if len(names) != len(values) or len(set(names)) != len(names):
+        raise ValueError(f"{path.name}: {len(names)} names (unique: {len(set(names))}) for {len(values)} arrays")
+    np.savez(path, **{n: np.asarray(v, order="C") for n, v in zip(names, values)})
+
+
+def write_bundle(out: Path, manifest: Manifest, fill: Callable[[Path], None]) -> Path:
+    """Calls `fill(tmp_dir)` to write the files, hashes them into the manifest, then swaps `out` in.
+
+    `out` must be missing, empty, or an earlier bundle (it has a manifest.json): other
+    directories are refused rather than overwritten.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())):
+        raise ValueError(f"{out} exists and is not a bundle directory; refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        fill(tmp)
+        write_manifest(tmp, manifest)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            old.rmdir()
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out

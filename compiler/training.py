@@ -1,0 +1,152 @@
+"""The loss and update modules: the trainable part, cross-entropy, gradients, optimizer step.
+
+Built with `tvm.relax.training.SetupTrainer` from the imported trainable part, then wrapped in
+the flat VM signatures of ARCHITECTURE.md:
+`loss(cut, labels, *trainable) -> loss`,
+`update(cut, labels, *trainable, *state) -> (loss, *new_trainable, *new_state)`, and, for
+verification, `gradients(cut, labels, *trainable) -> (loss, *grads)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.training import SetupTrainer
+from tvm.relax.training.loss import CrossEntropyLoss
+from tvm.relax.training.optimizer import SGD, Adam, MomentumSGD, Optimizer
+
+from compiler import gradients  # noqa: F401  (registers the gradients TVM lacks)
+from compiler.importer import ImportedFunction
+
+MOMENTUM = 0.9
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+@dataclasses.dataclass
+class TrainingModules:
+    """The Relax modules of loss.so and update.so, with the optimizer's initial state."""
+
+    loss: tvm.IRModule
+    update: tvm.IRModule
+    state_names: list[str]
+    state_values: list[np.ndarray]
+
+
+def optimizer_config(name: str, lr: float) -> dict[str, Any]:
+    """The manifest's `optimizer` entry: everything needed to reproduce the step."""
+    if lr <= 0:
+        raise ValueError(f"learning rate must be > 0, got {lr}")
+    if name == "sgd":
+        return {"name": "sgd", "lr": lr}
+    if name == "momentum":
+        return {"name": "momentum", "lr": lr, "momentum": MOMENTUM}
+    if name == "adam":
+        return {"name": "adam", "lr": lr, "betas": list(ADAM_BETAS), "eps": ADAM_EPS}
+    raise ValueError(f"unknown optimizer {name!r}; choose one of sgd, momentum, adam")
+
+
+def _relax_optimizer(config: dict[str, Any]) -> Optimizer:
+    if config["name"] == "sgd":
+        return SGD(config["lr"])
+    if config["name"] == "momentum":
+        return MomentumSGD(config["lr"], config["momentum"])
+    return Adam(config["lr"], tuple(config["betas"]), config["eps"])
+
+
+def _state_names(config: dict[str, Any], params: list[str]) -> list[str]:
+    """Names of the optimizer state tensors, in the order SetupTrainer's optimizer keeps them."""
+    if config["name"] == "sgd":
+        return ["num_steps"]
+    if config["name"] == "momentum":
+        return ["num_steps"] + [f"velocity/{p}" for p in params]
+    return (["num_steps", "beta1_prod", "beta2_prod"] + [f"m/{p}" for p in params]
+            + [f"v/{p}" for p in params])
+
+
+def build_training_modules(backbone: ImportedFunction, num_classes: int,
+                           optimizer: dict[str, Any]) -> TrainingModules:
+    """`backbone` is the trainable part `(cut, *trainable) -> logits` with static shapes."""
+    func = backbone.mod["main"]
+    if backbone.num_inputs != 1:
+        raise ValueError(f"the trainable part must take one input (the cut), not {backbone.num_inputs}")
+    logits_info = func.ret_ty
+    if not isinstance(logits_info, relax.TensorType) or logits_info.ndim != 2:
+        raise ValueError(f"the trainable part must return logits [batch, classes], got {logits_info}")
+    batch = int(logits_info.shape[0])
+    if int(logits_info.shape[1]) != num_classes:
+        raise ValueError(f"the model outputs {logits_info.shape[1]} classes, labels list {num_classes}")
+    mod = tvm.IRModule({"backbone": func.with_attr("global_symbol", "backbone")})
+    mod = mod.with_attrs({"param_num": len(backbone.param_names), "state_num": 0})
+    trainer = SetupTrainer(CrossEntropyLoss(reduction="mean"), _relax_optimizer(optimizer),
+                           [relax.TensorType(logits_info.shape, "float32"),
+                            relax.TensorType((batch,), "int64")], legalize=False)
+    mod = trainer(mod)
+    state = [s.numpy() for s in mod.attrs["optim_state"]]
+    mod = _add_entry_points(mod.without_attr("optim_state"), batch, len(state))
+    return TrainingModules(
+        loss=_keep_only(mod, "loss"),
+        update=_keep_only(mod, "update", "gradients"),
+        state_names=_state_names(optimizer, backbone.param_names),
+        state_values=state,
+    )
+
+
+def _add_entry_points(mod: tvm.IRModule, batch: int, num_state: int) -> tvm.IRModule:
+    """Adds `loss`, `gradients` and `update` with flat signatures over SetupTrainer's functions."""
+    loss_fn = mod["backbone_loss"]
+    cut_info = loss_fn.params[0].ty
+    param_infos = [p.ty for p in loss_fn.params[1:-1]]
+    state_infos = list(mod["optimizer"].params[2].ty.fields)
+    assert len(state_infos) == num_state
+    # Added through the builder, so each GlobalVar carries its function's type (calls need it);
+    # `mod` is not legalized yet, so no call refers to a GlobalVar this re-adding replaces.
+    builder = relax.BlockBuilder()
+    callee = {gvar.name_hint: builder.add_func(func, gvar.name_hint) for gvar, func in mod.functions.items()}
+
+    def signature():
+        cut = relax.Var("cut", cut_info)
+        labels = relax.Var("labels", relax.TensorType((batch,), "int64"))
+        params = [relax.Var(p.name, info) for p, info in zip(loss_fn.params[1:-1], param_infos)]
+        return cut, labels, params
+
+    cut, labels, params = signature()
+    with builder.function("loss", [cut, labels, *params]):
+        loss = builder.emit(relax.Call(callee["backbone_loss"], [cut, *params, labels]))
+        builder.emit_func_output(loss)
+
+    cut, labels, params = signature()
+    with builder.function("gradients", [cut, labels, *params]):
+        out = builder.emit(relax.Call(callee["backbone_loss_adjoint"],
+                                      [cut, *params, labels]))
+        grads = relax.TupleGetItem(out, 1)
+        builder.emit_func_output(relax.Tuple([relax.TupleGetItem(out, 0)]
+                                             + [relax.TupleGetItem(grads, i) for i in range(len(params))]))
+
+    cut, labels, params = signature()
+    states = [relax.Var(f"state{i}", info) for i, info in enumerate(state_infos)]
+    with builder.function("update", [cut, labels, *params, *states]):
+        out = builder.emit(relax.Call(callee["backbone_loss_adjoint"],
+                                      [cut, *params, labels]))
+        step = builder.emit(relax.Call(callee["optimizer"],
+                                       [relax.Tuple(params), relax.TupleGetItem(out, 1), relax.Tuple(states)]))
+        new_params = builder.emit(relax.TupleGetItem(step, 0))
+        new_states = builder.emit(relax.TupleGetItem(step, 1))
+        builder.emit_func_output(relax.Tuple(
+            [relax.TupleGetItem(out, 0)]
+            + [relax.TupleGetItem(new_params, i) for i in range(len(params))]
+            + [relax.TupleGetItem(new_states, i) for i in range(num_state)]))
+    return builder.get().with_attrs(mod.attrs)
+
+
+def _keep_only(mod: tvm.IRModule, *entries: str) -> tvm.IRModule:
+    """The functions reachable from `entries`, the others made private and removed."""
+    out = tvm.IRModule(attrs=mod.attrs)
+    for gvar, func in mod.functions.items():
+        if isinstance(func, relax.Function) and gvar.name_hint not in entries:
+            func = func.without_attr("global_symbol")
+        out[gvar] = func
+    return relax.transform.DeadCodeElimination(list(entries))(out)

@@ -1,0 +1,155 @@
+"""MetaSchedule tuning of a Relax module, with a database per target that later builds reuse.
+
+Tunes every fused TIR function of the module it is given, so the update module's gradient
+kernels (conv2d data/weight gradients, matmul gradients) are tuned along with the forward ones.
+Tasks whose workload already has enough records in the database are not tuned again.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+from tqdm import tqdm
+from tvm import relax
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+from compiler.ms_builder import PersistentPoolBuilder, import_tensor_intrinsics
+
+CACHE_ENV = "AUTLEARN_CACHE"
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """A module ready for `tvm.compile` with the database's best schedules applied."""
+
+    mod: tvm.IRModule
+    trials: int          # candidates measured in this call (0: everything came from the database)
+    failed_trials: int   # of those, the ones that failed to build or run
+    tasks: int           # tunable TIR functions in the module
+    tuned_tasks: int     # tasks that got new trials in this call
+    seconds: float
+    database_dir: Path
+
+
+def target_key(target: tvm.target.Target) -> str:
+    """A directory-safe name for a target: kind, triple, cpu, features and core count."""
+    attrs = target.attrs
+    parts = [target.kind.name, attrs.get("mtriple") or "host", attrs.get("mcpu") or ""]
+    parts += list(attrs.get("mattr") or [])
+    if attrs.get("num-cores"):
+        parts.append(f"{attrs['num-cores']}cores")
+    return re.sub(r"[^A-Za-z0-9_.+]+", "_", "-".join(p for p in parts if p))
+
+
+def default_database_dir(target: tvm.target.Target) -> Path:
+    """`~/.cache/autlearn/tuning/<target key>/`; the environment variable AUTLEARN_CACHE moves the root."""
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "autlearn")
+    return root / "tuning" / target_key(target)
+
+
+def with_num_cores(target: tvm.target.Target) -> tvm.target.Target:
+    """MetaSchedule's CPU rules need `num-cores`; a CPU target without it gets this machine's count."""
+    if "cpu" not in target.keys or target.attrs.get("num-cores"):
+        return target
+    config = {k: v for k, v in target.export().items() if k not in ("keys", "tag")}
+    config["num-cores"] = os.cpu_count() or 1
+    return tvm.target.Target(config)
+
+
+def prepare_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """Legalises and fuses `mod` as the static-shape tuning pipeline does, so keys match the database."""
+    with target:
+        return tvm.transform.Sequential([
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+            relax.get_pipeline("zero"),
+        ])(mod)
+
+
+def _recorded_trials(database: ms.database.Database, task_mods: list[tvm.IRModule]) -> list[int]:
+    """Records per task in the database, failed candidates included (they count as tried)."""
+    workloads = [database.commit_workload(m) if database.has_workload(m) else None for m in task_mods]
+    records = database.get_all_tuning_records() if any(w is not None for w in workloads) else []
+    return [0 if w is None else sum(1 for r in records if r.workload.same_as(w)) for w in workloads]
+
+
+@derived_object
+class _TrialProgress(PyMeasureCallback):
+    """Counts measured candidates and advances a progress bar after each batch."""
+
+    def __init__(self, bar: tqdm) -> None:
+        self.bar = bar
+        self.trials = 0
+        self.failed = 0
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        self.trials += len(runner_results)
+        self.failed += sum(1 for b, r in zip(builder_results, runner_results)
+                           if b.error_msg is not None or r.error_msg is not None)
+        self.bar.update(len(runner_results))
+        self.bar.set_postfix(failed=self.failed, refresh=False)
+
+
+def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, database_dir: Path | None,
+                progress: bool = True) -> TuningResult:
+    """Tunes `mod` for `target` with about `trials` candidates measured in all, then applies the database.
+
+    The budget is spread evenly over the tasks (MetaSchedule otherwise spends it on the first
+    ones). Records go to `database_dir` (a JSON database, created if missing; None: the
+    target's default, see `default_database_dir`); a task already
+    holding its share of records there is skipped, so a rebuild with the same database tunes
+    nothing new. Candidates build and run in worker processes, each under a timeout.
+    """
+    if trials < 0:
+        raise ValueError(f"trials must be >= 0, got {trials}")
+    if not isinstance(target, tvm.target.Target):
+        raise ValueError(f"target must be a tvm.target.Target, got {type(target).__name__}")
+    start = time.perf_counter()
+    target = with_num_cores(target)
+    # Runner processes inherit this; without it TVM measures candidates on 1 thread here.
+    os.environ.setdefault("TVM_NUM_THREADS", str(target.attrs.get("num-cores") or 1))
+    database_dir = Path(database_dir) if database_dir is not None else default_database_dir(target)
+    database_dir.mkdir(parents=True, exist_ok=True)
+    database = ms.database.JSONDatabase(work_dir=str(database_dir))
+    import_tensor_intrinsics()
+
+    prepared = prepare_for_tuning(mod, target)
+    tasks = ms.relax_integration.extract_tasks(prepared, target)
+    per_task = max(1, math.ceil(trials / len(tasks))) if tasks else 0
+    recorded = _recorded_trials(database, [t.dispatched[0] for t in tasks]) if trials > 0 else []
+    pending = [t for t, n in zip(tasks, recorded) if n < per_task]
+
+    measured = failed = 0
+    if pending:
+        # The per-task tables go to database_dir/logs; the console gets the progress bar.
+        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            pending, work_dir=str(database_dir), seed=0)
+        budget = per_task * len(pending)
+        builder = PersistentPoolBuilder(max_workers=min(2, os.cpu_count() or 1))
+        with tqdm(total=budget, unit="trial", desc=f"tuning {len(pending)} tasks",
+                  disable=not progress) as bar:
+            counter = _TrialProgress(bar)
+            try:
+                ms.tune_tasks(
+                    tasks=contexts, task_weights=weights, work_dir=str(database_dir),
+                    max_trials_global=budget, max_trials_per_task=per_task,
+                    builder=builder, runner=ms.runner.LocalRunner(timeout_sec=30), database=database,
+                    cost_model="xgb", measure_callbacks=ms.MeasureCallback.create("default") + [counter])
+            finally:
+                builder.close()
+            measured, failed = counter.trials, counter.failed
+
+    with target, database:
+        tuned = relax.transform.MetaScheduleApplyDatabase()(prepared)
+    return TuningResult(mod=tuned, trials=measured, failed_trials=failed, tasks=len(tasks),
+                        tuned_tasks=len(pending), seconds=time.perf_counter() - start,
+                        database_dir=database_dir)

@@ -1,0 +1,96 @@
+"""Numerical verification of compiled modules against PyTorch, before anything is written.
+
+A compiled module is not trusted until checked (TVM_NOTES: imports can be silently wrong):
+forward outputs and the cut activation, the loss, every gradient, and one optimizer step.
+The first tensor that diverges is named in a `VerificationError`.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import tvm
+from torch import nn
+from tvm import relax
+
+RTOL = 1e-3
+ATOL = 1e-4
+
+
+class VerificationError(RuntimeError):
+    """A compiled module disagrees with PyTorch; the message names the tensor."""
+
+
+def check_close(name: str, got: np.ndarray, want: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> None:
+    """Raises VerificationError naming `name` unless got ~= want (atol scaled by |want|'s max)."""
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        raise VerificationError(f"{name}: shape {got.shape} differs from PyTorch's {want.shape}")
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    if not np.all(np.isfinite(got)) or not np.allclose(got, want, rtol=rtol, atol=atol * scale):
+        err = float(np.nanmax(np.abs(got.astype("float64") - want))) if got.size else 0.0
+        raise VerificationError(f"{name} diverges from PyTorch: max abs error {err:.3g} (|ref| max {scale:.3g})")
+
+
+def _vm(executable: tvm.runtime.Executable) -> relax.VirtualMachine:
+    return relax.VirtualMachine(executable, tvm.cpu())
+
+
+def _call(vm: relax.VirtualMachine, name: str, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+    out = vm[name](*[tvm.runtime.tensor(np.asarray(a, order="C")) for a in args])
+    items = [out] if isinstance(out, tvm.runtime.Tensor) else list(out)
+    return [item.numpy() for item in items]
+
+
+def verify_forward(executable, function: str, x: np.ndarray, frozen: Sequence[np.ndarray],
+                   trainable: Sequence[np.ndarray], model_chain: nn.Module) -> None:
+    """`function(x, *frozen, *trainable) -> (logits, cut)` against the torch chain with cut output."""
+    logits, cut = _call(_vm(executable), function, [x, *frozen, *trainable])
+    with torch.no_grad():
+        want_logits, want_cut = model_chain(torch.from_numpy(x))
+    check_close(f"{function}: cut activation", cut, want_cut.numpy())
+    check_close(f"{function}: logits", logits, want_logits.numpy())
+
+
+def torch_optimizer(params: list[nn.Parameter], config: dict[str, Any]) -> torch.optim.Optimizer:
+    """The PyTorch optimizer computing the same step as the manifest's optimizer entry."""
+    if config["name"] == "sgd":
+        return torch.optim.SGD(params, lr=config["lr"])
+    if config["name"] == "momentum":
+        return torch.optim.SGD(params, lr=config["lr"], momentum=config["momentum"])
+    return torch.optim.Adam(params, lr=config["lr"], betas=tuple(config["betas"]), eps=config["eps"])
+
+
+def verify_training(loss_exe, update_exe, cut: np.ndarray, labels: np.ndarray, param_names: Sequence[str],
+                    trainable: Sequence[np.ndarray], state: Sequence[np.ndarray], trainable_chain: nn.Module,
+                    optimizer: dict[str, Any]) -> None:
+    """loss, every gradient and one update step of the compiled modules against torch.autograd."""
+    chain = copy.deepcopy(trainable_chain).eval()
+    params = dict(chain.named_parameters())
+    ordered = [params[chain.chain_name(n)] for n in param_names]
+    for p, value in zip(ordered, trainable):
+        with torch.no_grad():
+            p.copy_(torch.from_numpy(value))
+    logits = chain(torch.from_numpy(cut))
+    want_loss = nn.functional.cross_entropy(logits, torch.from_numpy(labels))
+    want_loss.backward()
+
+    (loss,) = _call(_vm(loss_exe), "loss", [cut, labels, *trainable])
+    check_close("loss", loss, want_loss.detach().numpy())
+    update_vm = _vm(update_exe)
+    grad_loss, *grads = _call(update_vm, "gradients", [cut, labels, *trainable])
+    check_close("gradients: loss", grad_loss, want_loss.detach().numpy())
+    for name, got, p in zip(param_names, grads, ordered):
+        check_close(f"gradient of {name}", got, p.grad.numpy())
+
+    step_loss, *rest = _call(update_vm, "update", [cut, labels, *trainable, *state])
+    check_close("update: loss", step_loss, want_loss.detach().numpy())
+    torch_optimizer(ordered, optimizer).step()
+    for name, got, p in zip(param_names, rest[: len(param_names)], ordered):
+        check_close(f"updated {name}", got, p.detach().numpy())
+    if len(rest) != len(param_names) + len(state):
+        raise VerificationError(f"update returned {len(rest)} tensors after the loss, "
+                                f"expected {len(param_names)} params + {len(state)} optimizer states")

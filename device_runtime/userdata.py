@@ -1,0 +1,51 @@
+"""The user's own data on the device: an .npz with `x`, `y` (and optionally `test_x`, `test_y`).
+
+Already in model-input form (ARCHITECTURE.md, "Per-user data on the device"); every array is
+checked against the bundle here, so training never meets a bad sample halfway through an epoch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from device_runtime.guards import check_labels
+from device_runtime.manifest import sha256_file
+from device_runtime.model import DeviceModel
+
+
+@dataclasses.dataclass
+class UserData:
+    """Training samples and, when the file has them, held-out test samples."""
+
+    x: np.ndarray
+    y: np.ndarray
+    test_x: np.ndarray | None
+    test_y: np.ndarray | None
+    sha256: str
+
+
+def load_user_data(path: str | Path, model: DeviceModel) -> UserData:
+    """Reads and checks a user's .npz against the bundle; errors name the file and the array."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"user data file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise ValueError(f"user data {path} is not a readable .npz: {err}") from err
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise ValueError(f"user data {path} lacks the array {key!r} (has: {', '.join(sorted(arrays)) or 'none'})")
+    if ("test_x" in arrays) != ("test_y" in arrays):
+        raise ValueError(f"user data {path} must have both test_x and test_y or neither")
+    pairs = [("x", "y")] + ([("test_x", "test_y")] if "test_x" in arrays else [])
+    for xk, yk in pairs:
+        model.check(arrays[xk], what=f"{path.name}:{xk}")
+        arrays[yk] = check_labels(arrays[yk], model.manifest.num_classes, what=f"{path.name}:{yk}")
+        if arrays[yk].shape != (len(arrays[xk]),):
+            raise ValueError(f"{path.name}: {yk} has shape {list(arrays[yk].shape)}, expected [{len(arrays[xk])}]")
+    return UserData(arrays["x"], arrays["y"], arrays.get("test_x"), arrays.get("test_y"), sha256_file(path))

@@ -1,0 +1,95 @@
+"""Fashion-MNIST from the Debian IDX files and per-writer characters rendered from fonts."""
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from cloud_pretrain.data.fonts import FEMNIST_CLASSES, handwriting_fonts, missing_characters, package_font_files
+from cloud_pretrain.data.images import (FASHION_MNIST_DIR, WritingSettings, fashion_mnist, handwriting_users,
+                                        read_idx, render_writer)
+from cloud_pretrain.data.users import ImageUser, summary
+
+SMALL = WritingSettings(seed=3, samples_per_class=1.5)  # about 93 images a writer: fast, all 62 classes
+
+
+@pytest.fixture(scope="session")
+def writer_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("autlearn-cache")
+
+
+@pytest.fixture(scope="session")
+def writers(writer_cache) -> list[ImageUser]:
+    return handwriting_users(SMALL, cache=writer_cache)
+
+
+def test_fashion_mnist_has_the_standard_splits():
+    x, y = fashion_mnist("test")
+    assert x.shape == (10_000, 28, 28) and x.dtype == np.uint8
+    assert y.dtype == np.int64 and np.bincount(y).tolist() == [1_000] * 10
+    assert x.max() == 255 and x.mean() > 40  # real garments, bright on black
+    train_labels = read_idx(FASHION_MNIST_DIR / "train-labels-idx1-ubyte.gz")
+    assert train_labels.shape == (60_000,)
+    with pytest.raises(ValueError, match="'validation'"):
+        fashion_mnist("validation")
+
+
+def test_malformed_or_missing_idx_files_are_named(tmp_path):
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x08\x03\x00\x00garbage"))
+    with pytest.raises(ValueError, match="bad.gz: not an IDX file"):
+        read_idx(tmp_path / "bad.gz")
+    (tmp_path / "short").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02")
+    with pytest.raises(ValueError, match="short: 2 bytes of data for shape"):
+        read_idx(tmp_path / "short")
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        fashion_mnist("train", root=tmp_path / "nowhere")
+
+
+def test_at_least_15_writers_have_all_62_classes(writers):
+    assert len(writers) >= 15
+    report = summary(writers)
+    assert report["users_with_all_classes"] >= 15 and report["classes"] == 62
+    for writer in writers:
+        assert writer.train_x.dtype == np.uint8 and writer.train_x.shape[1:] == (28, 28)
+        assert len(writer.train_x) == len(writer.train_y) and len(writer.test_x) == len(writer.test_y)
+        assert len(writer.test_y) == writer.num_samples // 5
+        assert writer.train_x.reshape(len(writer.train_x), -1).max(axis=1).min() > 100  # ink on every image
+
+
+def test_fonts_qualify_only_with_all_62_characters():
+    fonts = handwriting_fonts()
+    assert all(missing_characters(font) == "" for font in fonts.values())
+    assert len(FEMNIST_CLASSES) == 62 and FEMNIST_CLASSES[:11] == "0123456789A"
+    dejavu = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    assert dejavu not in {str(font) for font in fonts.values()}  # installed, but not handwriting
+
+
+def test_writers_are_non_iid_in_labels_and_style(writers):
+    histograms = np.stack([np.bincount(np.concatenate([w.train_y, w.test_y]), minlength=62) for w in writers])
+    distributions = histograms / histograms.sum(axis=1, keepdims=True)
+    distances = 0.5 * np.abs(distributions[:, None] - distributions[None]).sum(axis=-1)
+    assert distances[np.triu_indices(len(writers), 1)].min() > 0.05
+    mean_zero = [w.train_x[w.train_y == 0].mean(axis=0) for w in writers[:4]]  # each writer's "0"
+    assert min(np.abs(a - b).mean() for i, a in enumerate(mean_zero) for b in mean_zero[i + 1:]) > 5
+
+
+def test_rendering_is_deterministic_for_a_seed_and_cached(writers, writer_cache):
+    font = handwriting_fonts()[writers[0].id]
+    images, labels = render_writer(writers[0].id, font, SMALL)
+    assert np.array_equal(np.concatenate([writers[0].train_x, writers[0].test_x]), images)
+    other_images, _ = render_writer(writers[0].id, font, WritingSettings(seed=4, samples_per_class=1.5))
+    assert not np.array_equal(images[:10], other_images[:10])
+    cached = sorted((writer_cache / "handwriting").glob("*.npz"))
+    assert len(cached) == len(writers)
+    stamps = [path.stat().st_mtime_ns for path in cached]
+    again = handwriting_users(SMALL, cache=writer_cache)
+    assert [path.stat().st_mtime_ns for path in cached] == stamps  # read back, not rendered again
+    assert all(np.array_equal(a.train_x, b.train_x) for a, b in zip(writers, again))
+
+
+def test_a_missing_font_package_is_named():
+    with pytest.raises(FileNotFoundError, match="Debian package fonts-autlearn-missing is not installed"):
+        package_font_files("fonts-autlearn-missing")
+    with pytest.raises(FileNotFoundError, match="no installed handwriting font"):
+        handwriting_users(SMALL, fonts={})
