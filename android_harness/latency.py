@@ -60,25 +60,41 @@ def sample_input(manifest: Manifest, shape: list[int], rng: np.random.Generator)
     return rng.random(shape).astype(dtype)
 
 
-def bench_latency(bundle: Path, transport: Transport, dest: str, *, number: int = 10, repeat: int = 10,
-                  seed: int = 0) -> list[FunctionLatency]:
-    """Pushes forward.so and update.so to dest and times every forward function and `update`."""
-    manifest = read_intact_manifest(bundle)
-    modules = {key: manifest.modules[key] for key in ("forward", "update")}
-    push_bundle(bundle, transport, dest, names=list(modules.values()))
+@dataclasses.dataclass
+class FunctionCall:
+    """One VM function of the bundle with arguments to time it with."""
+
+    module: str  # the bundle's file, e.g. forward.so
+    function: str
+    batch: int
+    args: list[np.ndarray]
+
+
+def function_calls(bundle: Path, manifest: Manifest, rng: np.random.Generator) -> list[FunctionCall]:
+    """Every forward function, then `update`, with the bundle's parameters and random inputs."""
     arrays = bundle_arrays(bundle, manifest)
-    rng = np.random.default_rng(seed)
-    calls = [(modules["forward"], f["name"], f["batch"],
-              [sample_input(manifest, f["input_shape"], rng), *arrays["frozen"], *arrays["trainable"]])
+    calls = [FunctionCall(manifest.modules["forward"], f["name"], f["batch"],
+                          [sample_input(manifest, f["input_shape"], rng), *arrays["frozen"], *arrays["trainable"]])
              for f in manifest.forward_functions]
     batch = manifest.train_batch
     cut = rng.standard_normal((batch, *manifest.cut["shape"][1:])).astype(manifest.cut["dtype"])
     labels = rng.integers(0, manifest.num_classes, size=batch).astype("int64")
-    calls.append((modules["update"], "update", batch, [cut, labels, *arrays["trainable"], *arrays["optimizer_state"]]))
+    calls.append(FunctionCall(manifest.modules["update"], "update", batch,
+                              [cut, labels, *arrays["trainable"], *arrays["optimizer_state"]]))
+    return calls
+
+
+def bench_latency(bundle: Path, transport: Transport, dest: str, *, number: int = 10, repeat: int = 10,
+                  seed: int = 0) -> list[FunctionLatency]:
+    """Pushes forward.so and update.so to dest (verified) and times every forward function and `update`."""
+    manifest = read_intact_manifest(bundle)
+    calls = function_calls(bundle, manifest, np.random.default_rng(seed))
+    push_bundle(bundle, transport, dest, names=sorted({c.module for c in calls}))
     results = []
-    for module, function, n, args in tqdm(calls, desc=f"latency {transport.name}", unit="function"):
-        seconds = transport.run_module(remote_path(dest, module), function, args, number=number, repeat=repeat)
-        results.append(FunctionLatency(module, function, n, seconds))
+    for call in tqdm(calls, desc=f"latency {transport.name}", unit="function"):
+        seconds = transport.run_module(remote_path(dest, call.module), call.function, call.args,
+                                       number=number, repeat=repeat)
+        results.append(FunctionLatency(call.module, call.function, call.batch, seconds))
     return results
 
 

@@ -58,7 +58,7 @@ def time_vm_function(module: Any, device: Any, function: str, args: Sequence[np.
     if number < 1 or repeat < 1:
         raise ValueError(f"number and repeat must be >= 1, got number={number}, repeat={repeat}")
     vm = VirtualMachine(module, device)
-    vm.set_input(function, *[tvm.runtime.tensor(np.ascontiguousarray(a), device) for a in args])
+    vm.set_input(function, *[tvm.runtime.tensor(np.asarray(a, order="C"), device) for a in args])
     timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat)
     return [float(t) for t in timer(function).results]
 

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "autlearn.cmd_compile",
     "autlearn.cmd_device",
     "autlearn.cmd_bench",
+    "autlearn.cmd_harness",
 )
 
 

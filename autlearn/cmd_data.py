@@ -53,7 +53,10 @@ def _add_source_flags(parser: argparse.ArgumentParser) -> None:
 def run_setup(args: argparse.Namespace) -> None:
     from augment.wordnet import ensure_nltk_data
     from cloud_pretrain.data.images import handwriting_users
+    from cloud_pretrain.data.sources import installed_sources
 
+    for name, path in installed_sources().items():
+        print(f"{name}: {path}")
     writers = handwriting_users()
     print(f"handwriting: {len(writers)} writers, {sum(w.num_samples for w in writers)} images cached")
     print(f"NLTK data: {ensure_nltk_data()}")

@@ -46,7 +46,8 @@ class StagedModel(nn.Module):
     def keep_units(self, group: str, idx: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def _check_group(self, group: str) -> None:
+    def check_group(self, group: str) -> None:
+        """Raises naming the valid groups when `group` is not one."""
         groups = self.prunable_groups()
         if group not in groups:
             raise ValueError(f"unknown prunable group {group!r}; this model has: {', '.join(groups)}")
@@ -100,13 +101,13 @@ class NextWordLSTM(StagedModel):
                 "lstm2": self.config["hidden2_size"]}
 
     def unit_norms(self, group: str) -> torch.Tensor:
-        self._check_group(group)
+        self.check_group(group)
         if group == "embed":
             return self.embed.weight.detach().norm(dim=0)
         return surgery.lstm_unit_norms(getattr(self, group).lstm)
 
     def keep_units(self, group: str, idx: torch.Tensor) -> None:
-        self._check_group(group)
+        self.check_group(group)
         if group == "embed":
             self.embed = surgery.embedding_keep(self.embed, idx)
             self.lstm1.lstm = surgery.lstm_keep(self.lstm1.lstm, in_idx=idx)
@@ -153,7 +154,7 @@ class MobileNetV2Image(StagedModel):
         self.classifier = net.classifier  # Dropout (a no-op in eval), Linear
         self.config = {"num_classes": num_classes, "width_mult": width_mult, "channels": {}}
         for group, size in (channels or {}).items():
-            self._check_group(group)
+            self.check_group(group)
             if not 0 < size <= self.prunable_groups()[group]:
                 raise ValueError(f"channels[{group!r}] = {size} is outside 1..{self.prunable_groups()[group]}")
             self.keep_units(group, torch.arange(size))
@@ -173,11 +174,11 @@ class MobileNetV2Image(StagedModel):
         return {name: self._producer(name)[0].out_channels for name in names}
 
     def unit_norms(self, group: str) -> torch.Tensor:
-        self._check_group(group)
+        self.check_group(group)
         return self._producer(group)[0].weight.detach().flatten(1).norm(dim=1)
 
     def keep_units(self, group: str, idx: torch.Tensor) -> None:
-        self._check_group(group)
+        self.check_group(group)
         producer = self._producer(group)
         producer[0] = surgery.conv_keep(producer[0], out_idx=idx)
         producer[1] = surgery.batchnorm_keep(producer[1], idx)

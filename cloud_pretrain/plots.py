@@ -24,3 +24,16 @@ def plot_lines(path: str | os.PathLike, x: Sequence[float], series: dict[str, Se
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def plot_bars(path: str | os.PathLike, values: dict[str, float], *, title: str, ylabel: str) -> Path:
+    """One labelled bar per entry, its value written above it."""
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(values)), 4))
+    bars = ax.bar(list(values), list(values.values()), color="tab:blue")
+    ax.bar_label(bars, fmt="%.3g")
+    ax.set(title=title, ylabel=ylabel)
+    ax.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

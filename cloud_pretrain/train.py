@@ -136,3 +136,12 @@ def fine_tune(model: nn.Module, buckets: Buckets, config: TrainConfig, seed: int
         done, epoch = done + len(plan), epoch + 1
     model.eval()
     return loss
+
+
+def head(buckets: Buckets, limit: int | None) -> Buckets:
+    """At most `limit` examples, the first of each bucket in proportion to its size."""
+    total = count_examples(buckets)
+    if limit is None or total <= limit:
+        return buckets
+    return {k: (x[:max(1, limit * len(y) // total)], y[:max(1, limit * len(y) // total)])
+            for k, (x, y) in buckets.items()}

@@ -176,5 +176,5 @@ def _tune(modules: dict[str, tvm.IRModule], spec: TargetSpec, trials: int,
     except ImportError as err:
         raise RuntimeError(f"tune_trials={trials} needs compiler.tuning.tune_module, which is not "
                            f"available yet ({err}); compile with tune_trials=0") from err
-    return {key: tune_module(mod, spec.tvm_target(), trials=trials, database_dir=tuning_db)
+    return {key: tune_module(mod, spec.tvm_target(), trials=trials, database_dir=tuning_db).mod
             for key, mod in modules.items()}

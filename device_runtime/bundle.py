@@ -68,7 +68,7 @@ def _load_npz(path: Path, names: list[str]) -> list[np.ndarray]:
         missing = [n for n in names if n not in npz.files]
         if missing:
             raise ValueError(f"{path.name} lacks the manifest's arrays: {', '.join(missing)}")
-        return [np.ascontiguousarray(npz[n]) for n in names]
+        return [np.require(npz[n], requirements="C") for n in names]  # keeps 0-d arrays 0-d
 
 
 @dataclasses.dataclass

@@ -28,7 +28,7 @@ class Learner:
     def __init__(self, model: DeviceModel) -> None:
         self.model = model
         self.batch = model.train_batch
-        self._update = model.bundle.vms["update"]
+        self._update = model.bundle.vms["update"]["update"]
         self._num_trainable = len(model.trainable)
         self.steps = 0
         self.rollbacks = 0

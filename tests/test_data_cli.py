@@ -31,9 +31,15 @@ def test_info_on_leaf_femnist_writes_json_and_a_plot(tmp_path, capsys):
 
 
 def test_users_lists_the_top_fraction(capsys):
-    assert main(["data", "users", "--task", "nwp", "--leaf", str(LEAF / "sent140"), "--top", "0.5"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bob_t\t")
+    def listed(*extra: str) -> dict[str, int]:
+        assert main(["data", "users", "--task", "nwp", "--leaf", str(LEAF / "shakespeare"), *extra]) == 0
+        rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+        return {user: int(sizes.split("examples=")[1].split()[0]) for user, sizes in rows}
+
+    everyone = listed()
+    assert sorted(everyone) == ["HAMLET_HORATIO", "THE_SONNETS_POET"]
+    top = listed("--top", "0.5")
+    assert len(top) == 1 and list(top.values())[0] == max(everyone.values())
 
 
 def test_export_user_writes_model_inputs(tmp_path, capsys):

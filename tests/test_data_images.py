@@ -93,3 +93,14 @@ def test_a_missing_font_package_is_named():
         package_font_files("fonts-autlearn-missing")
     with pytest.raises(FileNotFoundError, match="no installed handwriting font"):
         handwriting_users(SMALL, fonts={})
+
+
+def test_a_damaged_cache_file_is_rendered_again(tmp_path, writers):
+    one = {writers[0].id: handwriting_fonts()[writers[0].id]}
+    (tmp_path / "handwriting").mkdir()
+    cache_file = tmp_path / "handwriting" / f"{writers[0].id}-{SMALL.key(one[writers[0].id])}.npz"
+    cache_file.write_bytes(b"not a zip archive")
+    again, = handwriting_users(SMALL, fonts=one, cache=tmp_path)
+    assert np.array_equal(again.train_x, writers[0].train_x)
+    with np.load(cache_file) as repaired:
+        assert len(repaired["y"]) == writers[0].num_samples

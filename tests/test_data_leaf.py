@@ -86,6 +86,10 @@ def test_malformed_leaf_files_are_named(tmp_path):
     bad.write_text(json.dumps({"users": ["u"], "num_samples": [1], "user_data": {"u": {"x": [[1, 2]], "y": [0]}}}))
     with pytest.raises(ValueError, match="none of Shakespeare"):
         leaf_users(bad, "image")
+    pixels = [[1.0] * 784, [1.0] * 783]
+    bad.write_text(json.dumps({"users": ["u"], "num_samples": [2], "user_data": {"u": {"x": pixels, "y": [0, 1]}}}))
+    with pytest.raises(ValueError, match="user 'u': every FEMNIST sample must be 784 numbers"):
+        leaf_users(bad, "image")
     with pytest.raises(ValueError, match="femnist data, which is not for task 'nwp'"):
         leaf_users(FIXTURES / "femnist", "nwp")
     with pytest.raises(FileNotFoundError, match="LEAF data not found"):

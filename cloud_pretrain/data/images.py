@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import pathlib
+import zipfile
 import zlib
 
 import numpy as np
@@ -107,7 +108,7 @@ def cached_writer(writer: str, font: pathlib.Path, settings: WritingSettings,
         try:
             with np.load(path) as cached:
                 return cached["x"], cached["y"]
-        except (OSError, ValueError, KeyError, zlib.error):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
             pass  # a damaged cache file is rendered again and replaced
     images, labels = render_writer(writer, font, settings)
     directory.mkdir(parents=True, exist_ok=True)

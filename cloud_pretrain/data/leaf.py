@@ -38,6 +38,9 @@ def read_leaf_json(path: str | os.PathLike) -> Samples:
     if not isinstance(data, dict) or not {"users", "num_samples", "user_data"} <= data.keys():
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path}: a LEAF file needs the keys users, num_samples, user_data; found {found}")
+    if not (isinstance(data["users"], list) and isinstance(data["num_samples"], list)
+            and isinstance(data["user_data"], dict)):
+        raise ValueError(f"{path}: users and num_samples must be lists and user_data an object")
     if len(data["users"]) != len(data["num_samples"]):
         raise ValueError(f"{path}: {len(data['users'])} users but {len(data['num_samples'])} num_samples")
     samples = {}
@@ -87,18 +90,23 @@ def shakespeare_text(x: Sequence[str], y: Sequence[str]) -> list[str]:
 
 
 def text_lines(kind: str, x: list, y: list) -> list[str]:
+    """A text user's lines: Shakespeare's rebuilt stretches, or Sent140's tweets."""
     return shakespeare_text(x, y) if kind == "shakespeare" else [sample[4] for sample in x]
 
 
 def femnist_images(x: list, where: str) -> np.ndarray:
     """LEAF FEMNIST floats (1.0 paper) as uint8 [n, 28, 28] with bright ink, like the rendered writers."""
-    pixels = np.asarray(x, dtype=np.float64).reshape(-1, 28, 28)
+    try:
+        pixels = np.asarray(x, dtype=np.float64).reshape(-1, 28, 28)
+    except ValueError:
+        raise ValueError(f"{where}: every FEMNIST sample must be 784 numbers") from None
     if pixels.size and (pixels.min() < 0 or pixels.max() > 1):
         raise ValueError(f"{where}: FEMNIST pixels must lie in [0, 1]")
     return np.rint((1.0 - pixels) * 255).astype(np.uint8)
 
 
 def femnist_labels(y: list, where: str) -> np.ndarray:
+    """FEMNIST class ids, checked to be among the 62 classes."""
     labels = np.asarray(y, dtype=np.int64)
     if labels.size and (labels.min() < 0 or labels.max() > 61):
         raise ValueError(f"{where}: FEMNIST labels must be 0..61")
@@ -135,11 +143,11 @@ def leaf_users(path: str | os.PathLike, task: str, test_fraction: float = TEST_F
         test_x, test_y = test.get(user, ([], [])) if test is not None else ([], [])
         if not x and not test_x:
             continue
-        kind = sample_kind((x or test_x)[0], f"{path} user {user!r}")
+        where = f"{path} user {user!r}"
+        kind = sample_kind((x or test_x)[0], where)
         if kind not in KINDS[task]:
             raise ValueError(f"{path} holds {kind} data, which is not for task {task!r} "
                              f"(that takes {' or '.join(KINDS[task])})")
-        where = f"{path} user {user!r}"
         if kind == "femnist":
             images, labels = femnist_images(x + test_x, where), femnist_labels(y + test_y, where)
             if test is None:

@@ -18,6 +18,8 @@ from cloud_pretrain.data.text import count_next_word_examples, tokenize
 T = TypeVar("T")
 TEST_FRACTION = 0.2
 TOP_FRACTION = 0.1
+MIN_TEXT_CHARS = 1_000  # the paper's text users: at least this much text
+ALL_CLASSES = 62
 
 
 def split_in_order(items: Sequence[T], test_fraction: float = TEST_FRACTION) -> tuple[Sequence[T], Sequence[T]]:
@@ -110,10 +112,6 @@ def find_user(users: Sequence[User], user_id: str) -> User:
             return user
     examples = ", ".join(repr(user.id) for user in users[:5])
     raise ValueError(f"no user {user_id!r} among {len(users)} users (e.g. {examples})")
-
-
-MIN_TEXT_CHARS = 1_000
-ALL_CLASSES = 62
 
 
 def summary(users: Sequence[User]) -> dict:

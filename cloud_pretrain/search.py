@@ -1,0 +1,109 @@
+"""Budgeted pruning search, after NetAdapt (Yang et al., 2018).
+
+Maximise validation accuracy subject to Resource(model) <= Budget. Each iteration asks for a
+fixed drop of the resource (a fraction of the unpruned model's); every prunable group
+proposes the fewest lowest-norm units whose removal reaches it, each proposal is briefly
+fine-tuned and scored on held-out data, and the most accurate one is kept. When a budget is
+met the model is fine-tuned longer, a copy joins the family, and the next, smaller budget
+continues from it.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+
+from cloud_pretrain.models import StagedModel
+from cloud_pretrain.prune import pruned_copy, units_for_target
+from cloud_pretrain.resources import Resource
+from cloud_pretrain.train import Buckets, TrainConfig, evaluate, fine_tune, head
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Sizes of the search: how far one iteration prunes and how long models recover."""
+
+    step_fraction: float = 0.1  # resource removed per iteration, as a fraction of the unpruned model's
+    short_steps: int = 20  # fine-tuning of each proposal
+    long_steps: int = 200  # fine-tuning of each family member
+    eval_examples: int = 1000  # validation examples that score proposals
+    lr_scale: float = 0.3  # fine-tuning learning rate, relative to pretraining's
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """One budget as the user wrote it (`label`) and its value in the resource's unit."""
+
+    label: str
+    value: float
+
+
+@dataclasses.dataclass
+class Member:
+    """A pruned model of the family, with what it achieved."""
+
+    budget: Budget
+    resource: float
+    accuracy: float
+    model: StagedModel
+    iterations: int
+
+
+def parse_budgets(text: str, unpruned: float) -> list[Budget]:
+    """`"50%,0.25e6,..."`: a value ending in % is relative to the unpruned model's resource;
+    others are absolute (FLOPs, bytes or milliseconds). Returned from largest to smallest."""
+    budgets = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        try:
+            value = float(item[:-1]) / 100 * unpruned if item.endswith("%") else float(item)
+        except ValueError:
+            raise ValueError(f"budget {item!r} is not a number or a percentage") from None
+        if not value > 0:
+            raise ValueError(f"budget {item!r} must be positive")
+        budgets.append(Budget(item, value))
+    if not budgets:
+        raise ValueError(f"no budgets in {text!r}: give a comma-separated list like 75%,50%")
+    return sorted(budgets, key=lambda b: -b.value)
+
+
+def netadapt(model: StagedModel, train: Buckets, val: Buckets, resource: Resource, budgets: list[Budget],
+             train_config: TrainConfig, config: SearchConfig = SearchConfig(), seed: int = 0,
+             on_member: Callable[[Member], None] | None = None,
+             log: Callable[[str], None] = print) -> list[Member]:
+    """The family of pruned models, one per budget (largest budget first)."""
+    tune = dataclasses.replace(train_config, lr=train_config.lr * config.lr_scale)
+    score_set = head(val, config.eval_examples)
+    unpruned = resource.measure(model)
+    current, iteration, family = copy.deepcopy(model), 0, []
+    for budget in sorted(budgets, key=lambda b: -b.value):
+        value = resource.measure(current)
+        while value > budget.value:
+            iteration += 1
+            target = max(value - config.step_fraction * unpruned, budget.value)
+            best: tuple[float, str, int, StagedModel] | None = None
+            for group in current.prunable_groups():
+                k = units_for_target(current, group, resource.measure, target)
+                if k is None:
+                    continue
+                candidate = pruned_copy(current, group, k)
+                fine_tune(candidate, train, tune, seed + iteration, config.short_steps, desc=f"try {group} -{k}")
+                accuracy = evaluate(candidate, score_set)["accuracy"]
+                if best is None or accuracy > best[0]:
+                    best = (accuracy, group, k, candidate)
+            if best is None:
+                raise RuntimeError(f"budget {budget.label} ({budget.value:g} {resource.unit}) is out of reach: "
+                                   f"no group can be pruned further below {value:g} {resource.unit}")
+            accuracy, group, k, current = best
+            value = resource.measure(current)
+            log(f"iteration {iteration}: removed {k} units of {group}: {resource.name} {value:g} {resource.unit}, "
+                f"proposal accuracy {accuracy:.4f}")
+        fine_tune(current, train, tune, seed + 10_000 + iteration, config.long_steps, desc=f"fine-tune {budget.label}")
+        member = Member(budget, resource.measure(current), evaluate(current, val)["accuracy"],
+                        copy.deepcopy(current), iteration)
+        log(f"budget {budget.label}: {resource.name} {member.resource:g} {resource.unit}, accuracy {member.accuracy:.4f}")
+        family.append(member)
+        if on_member is not None:
+            on_member(member)
+    return family

@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny real bundles, compiled once per test session.
+
+The bundles are made by the same `compiler.compile_bundle` a user calls (real TVM compilation
+and verification against PyTorch), from small untrained models, so any test that needs a
+bundle on disk gets one without a checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY_VOCAB = 40
+TINY_CLASSES = 10
+TINY_TRAIN_BATCH = 4
+
+
+def tiny_nwp_model():
+    """NextWordLSTM(vocab 40, embed 8, hidden 16), seeded."""
+    import torch
+
+    from cloud_pretrain.models import NextWordLSTM
+
+    torch.manual_seed(0)
+    return NextWordLSTM(TINY_VOCAB, embed_dim=8, hidden_size=16).eval()
+
+
+def tiny_image_model():
+    """MobileNetV2Image(10 classes, width 0.25), seeded."""
+    import torch
+
+    from cloud_pretrain.models import MobileNetV2Image
+
+    torch.manual_seed(0)
+    return MobileNetV2Image(num_classes=TINY_CLASSES, width_mult=0.25).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_nwp_bundle(tmp_path_factory) -> Path:
+    """A host bundle of a tiny NextWordLSTM: default cut (fc), SGD, seq_lengths=(6,), batch 4."""
+    from compiler import compile_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-nwp"
+    return compile_bundle(tiny_nwp_model(), "nwp", out, labels=[f"w{i}" for i in range(TINY_VOCAB)],
+                          seq_lengths=(6,), train_batch=TINY_TRAIN_BATCH)
+
+
+@pytest.fixture(scope="session")
+def tiny_image_bundle(tmp_path_factory) -> Path:
+    """A host bundle of a tiny MobileNetV2Image: default cut (classifier), SGD, batch 4."""
+    from compiler import compile_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-image"
+    return compile_bundle(tiny_image_model(), "image", out, labels=[f"c{i}" for i in range(TINY_CLASSES)],
+                          train_batch=TINY_TRAIN_BATCH)
