@@ -6,6 +6,10 @@ many phones) and `voltage_now` (microvolts). A sampling thread reads both throug
 transport's shell while the workload runs; power |I| x V is integrated with the trapezoid
 rule. The energy of a function is what the run costs above the idle power measured just
 before it, divided by the number of calls.
+
+A phone charging over USB measures the charger, not the workload, so a run is refused while
+the battery's `status` says Charging or Full: unplug it and use adb over Wi-Fi
+(`adb tcpip 5555`, `adb connect PHONE_IP:5555`).
 """
 from __future__ import annotations
 
@@ -56,6 +60,14 @@ def read_power(transport: Transport, battery_dir: str = BATTERY_DIR) -> PowerSam
     except ValueError:
         raise RuntimeError(f"battery counters in {battery_dir} on {transport.name} are not two integers: {out!r}") from None
     return PowerSample((before + after) / 2, micro_amps * 1e-6, micro_volts * 1e-6)
+
+
+def battery_status(transport: Transport, battery_dir: str = BATTERY_DIR) -> str:
+    """The battery's `status`: Charging, Discharging, Not charging, Full or Unknown."""
+    try:
+        return transport.shell(f"cat {battery_dir}/status").strip()
+    except RuntimeError as err:
+        raise RuntimeError(f"cannot read the battery status in {battery_dir} on {transport.name}: {err}") from err
 
 
 def integrate_energy(samples: Sequence[PowerSample]) -> float:
@@ -142,11 +154,18 @@ class FunctionEnergy:
 
 def bench_energy(bundle: Path, transport: Transport, dest: str, *, function: str = "update",
                  seconds: float = 10.0, idle_seconds: float = 5.0, interval_s: float = 0.2,
-                 battery_dir: str = BATTERY_DIR, seed: int = 0, number: int = 20) -> FunctionEnergy:
+                 battery_dir: str = BATTERY_DIR, seed: int = 0, number: int = 20,
+                 allow_charging: bool = False) -> FunctionEnergy:
     """Energy per call of `update` or a forward function: idle power first, then calls for `seconds`.
 
-    Calls run in batches of `number` (one run_module each, plus its warm-up call).
+    Calls run in batches of `number` (one run_module each, plus its warm-up call). Refused
+    while the battery charges, unless allow_charging.
     """
+    status = battery_status(transport, battery_dir)
+    if status in ("Charging", "Full") and not allow_charging:
+        raise RuntimeError(f"battery status is {status!r} on {transport.name}: a charger feeds the battery, so its "
+                           "counters would not measure the workload; unplug and use adb over Wi-Fi "
+                           "(adb tcpip 5555; adb connect PHONE_IP:5555), or allow charging explicitly")
     manifest = read_intact_manifest(bundle)
     calls = {c.function: c for c in function_calls(bundle, manifest, np.random.default_rng(seed))}
     if function not in calls:

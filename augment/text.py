@@ -9,8 +9,8 @@ Generator, so a seed gives the same sentences.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import sys
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np

@@ -77,7 +77,8 @@ def _energy(args: argparse.Namespace) -> int:
     battery = {"battery_dir": args.battery} if args.battery else {}
     with _open_transport(args) as (transport, dest):
         result = bench_energy(Path(args.bundle), transport, dest, function=args.function, seconds=args.seconds,
-                              idle_seconds=args.idle_seconds, interval_s=args.interval, **battery)
+                              idle_seconds=args.idle_seconds, interval_s=args.interval,
+                              allow_charging=args.allow_charging, **battery)
     _write_json({"bundle": str(args.bundle), "transport": args.transport, **result.to_json()}, args.json)
     return 0
 
@@ -120,5 +121,7 @@ def register(tree: CommandTree) -> None:
     p.add_argument("--interval", type=float, default=0.2, help="seconds between battery readings")
     p.add_argument("--battery", help="directory with current_now (uA) and voltage_now (uV) "
                                      "(default /sys/class/power_supply/battery)")
+    p.add_argument("--allow-charging", action="store_true",
+                   help="measure even while the battery charges (the charger then distorts the counters)")
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=_energy)

@@ -137,7 +137,7 @@ class MobileNetV2Image(StagedModel):
     rather than shrinking to 1x1. Inputs are float32 [batch, 1, 28, 28] in [0, 1].
 
     Prunable groups: `features.0` (stem filters, read by block 1's depthwise conv and its
-    projection), `features.2`..`features.17` (the expanded channels inside an inverted
+    projection; not at widths where block 1 adds them to its output), `features.2`..`features.17` (the expanded channels inside an inverted
     residual block: expansion filters, their depthwise conv, the projection's inputs) and
     `features.18` (last 1x1 conv, read by the classifier). Block outputs are not prunable:
     residual additions tie them across blocks. `channels` holds the pruned group sizes.
@@ -170,7 +170,8 @@ class MobileNetV2Image(StagedModel):
 
     def prunable_groups(self) -> dict[str, int]:
         last = len(self.features) - 1
-        names = ["features.0"] + [f"features.{i}" for i in range(2, last)] + [f"features.{last}"]
+        stem = [] if self.features[1].use_res_connect else ["features.0"]  # narrow widths tie it to a residual
+        names = stem + [f"features.{i}" for i in range(2, last)] + [f"features.{last}"]
         return {name: self._producer(name)[0].out_channels for name in names}
 
     def unit_norms(self, group: str) -> torch.Tensor:

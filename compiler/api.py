@@ -82,7 +82,7 @@ def compile_bundle(model: nn.Module, task: str, out: str | Path, *, labels: Sequ
 
     rng = np.random.default_rng(VERIFY_SEED)
     shapes = [ForwardShape(b, n) for n in lengths for b in sorted({1, train_batch})]
-    progress = tqdm(total=len(shapes) + 3, desc=f"compile {task} cut={cut} {spec.name}", unit="step")
+    progress = tqdm(total=len(shapes) + 5, desc=f"compile {task} cut={cut} {spec.name}", unit="step")
 
     forward_parts = []
     for shape in shapes:
@@ -116,18 +116,15 @@ def compile_bundle(model: nn.Module, task: str, out: str | Path, *, labels: Sequ
         modules = _tune(modules, spec, tune_trials, tuning_db)
     trainable_values = [values[n] for n in trainable_names]
     frozen_values = [values[n] for n in frozen_names]
-    host_exes = {key: tvm.compile(mod, target=resolve_target("host").tvm_target()) for key, mod in modules.items()}
-    progress.update()
-    if verify:
-        for shape, x, imported in forward_parts:
-            verify_forward(host_exes["forward"], shape.name, x, frozen_values, trainable_values,
+
+    def check(executables: dict[str, tvm.runtime.Module]) -> None:
+        """Runs the host build against PyTorch; raises naming the first tensor that diverges."""
+        for shape, x, _ in forward_parts:
+            verify_forward(executables["forward"], shape.name, x, frozen_values, trainable_values,
                            StageChain(stages, cut_index=k))
-        verify_training(host_exes["loss"], host_exes["update"], cut_sample, labels_sample, trainable_names,
-                        trainable_values, training.state_values, StageChain(stages[k:]), opt_config)
-    exes = host_exes if spec.is_host else {key: tvm.compile(mod, target=spec.tvm_target())
-                                            for key, mod in modules.items()}
-    progress.update()
-    progress.close()
+        verify_training(executables["loss"], executables["update"], cut_sample, labels_sample,
+                        trainable_names, trainable_values, training.state_values, StageChain(stages[k:]),
+                        opt_config)
 
     input_name, input_dtype = TASK_INPUTS[task]
     label_file = "vocab.txt" if task == "nwp" else "labels.txt"
@@ -145,14 +142,24 @@ def compile_bundle(model: nn.Module, task: str, out: str | Path, *, labels: Sequ
     )
 
     def fill(root: Path) -> None:
-        for key, exe in exes.items():
-            spec.export(exe, root / manifest.modules[key])
+        """Compiles, exports and (before the bundle is moved into place) verifies every module."""
+        paths = {key: root / manifest.modules[key] for key in modules}
+        for key, mod in modules.items():
+            spec.export(tvm.compile(mod, target=spec.tvm_target()), paths[key])
+            progress.update()
+        if verify and spec.is_host:  # the very files that ship
+            check({key: tvm.runtime.load_module(str(path)) for key, path in paths.items()})
+        elif verify:
+            check({key: tvm.compile(mod, target=resolve_target("host").tvm_target()) for key, mod in modules.items()})
+        progress.update()
         write_npz(root / "frozen.npz", frozen_names, frozen_values)
         write_npz(root / "trainable.npz", trainable_names, trainable_values)
         write_npz(root / "optimizer.npz", training.state_names, training.state_values)
         (root / label_file).write_text("".join(f"{label}\n" for label in labels))
 
-    return write_bundle(Path(out), manifest, fill)
+    bundle = write_bundle(Path(out), manifest, fill)
+    progress.close()
+    return bundle
 
 
 def _sample_input(task: str, shape: list[int], num_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -176,5 +183,5 @@ def _tune(modules: dict[str, tvm.IRModule], spec: TargetSpec, trials: int,
     except ImportError as err:
         raise RuntimeError(f"tune_trials={trials} needs compiler.tuning.tune_module, which is not "
                            f"available yet ({err}); compile with tune_trials=0") from err
-    return {key: tune_module(mod, spec.tvm_target(), trials=trials, database_dir=tuning_db).mod
+    return {key: tune_module(mod, spec.tvm_target(), trials=trials, database_dir=tuning_db)
             for key, mod in modules.items()}

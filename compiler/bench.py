@@ -105,7 +105,7 @@ class _TorchUpdate:
         loss = nn.functional.cross_entropy(self.model(self.cut), self.labels)
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return loss.item()
 
 
 def _forward_fn(bundle: Any, x: np.ndarray) -> Callable[[], Any]:

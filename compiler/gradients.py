@@ -43,6 +43,27 @@ def _ints(expr: relax.Expr) -> list[int]:
     return [int(field.value) for field in expr.fields]
 
 
+@register_gradient("relax.take", level=OVERRIDE_LEVEL)
+def take_grad(orig_var, orig_call, output_grad, ctx) -> list[relax.Expr]:
+    """y = take(x, idx, axis) for indices of any rank (TVM's handles 1-D only): dx scatters dy.
+
+    Covers embedding look-ups (2-D token ids) and the 0-d index of the last LSTM step.
+    """
+    x, indices = orig_call.args
+    axis = orig_call.attrs.axis
+    idx_shape = _shape(indices)
+    if len(idx_shape) == 1:
+        return [take_backward(output_grad, x, indices, axis), no_grad(indices)]
+    count = int(np.prod(idx_shape))
+    if axis is None:
+        grad_shape = [count]
+    else:
+        axis = int(axis) % len(_shape(x))
+        grad_shape = _shape(x)[:axis] + [count] + _shape(x)[axis + 1:]
+    flat_grad = take_backward(reshape(output_grad, grad_shape), x, reshape(indices, [count]), axis)
+    return [flat_grad, no_grad(indices)]
+
+
 @register_gradient("relax.clip")
 def clip_grad(orig_var, orig_call, output_grad, ctx) -> list[relax.Expr]:
     """y = clip(x, lo, hi): dx = dy where lo < x < hi, else 0 (ReLU6 is clip(x, 0, 6))."""

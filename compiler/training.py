@@ -1,7 +1,10 @@
 """The loss and update modules: the trainable part, cross-entropy, gradients, optimizer step.
 
-Built with `tvm.relax.training.SetupTrainer` from the imported trainable part, then wrapped in
-the flat VM signatures of ARCHITECTURE.md:
+Built as `tvm.relax.training.SetupTrainer` does (AppendLoss, Gradient, optimizer) but without
+its DecomposeOpsForTraining, which turns an inference-mode batch_norm into one with batch
+statistics: here batch_norm keeps the running statistics of `model.eval()` and differentiates
+through the gradient registered in compiler/gradients.py. Then wrapped in the flat VM
+signatures of ARCHITECTURE.md:
 `loss(cut, labels, *trainable) -> loss`,
 `update(cut, labels, *trainable, *state) -> (loss, *new_trainable, *new_state)`, and, for
 verification, `gradients(cut, labels, *trainable) -> (loss, *grads)`.
@@ -14,7 +17,8 @@ from typing import Any
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.training import SetupTrainer
+from tvm.relax.training.utils import AppendLoss
+from tvm.relax.transform import Gradient
 from tvm.relax.training.loss import CrossEntropyLoss
 from tvm.relax.training.optimizer import SGD, Adam, MomentumSGD, Optimizer
 
@@ -58,7 +62,7 @@ def _relax_optimizer(config: dict[str, Any]) -> Optimizer:
 
 
 def _state_names(config: dict[str, Any], params: list[str]) -> list[str]:
-    """Names of the optimizer state tensors, in the order SetupTrainer's optimizer keeps them."""
+    """Names of the optimizer state tensors, in the order TVM's optimizer keeps them."""
     if config["name"] == "sgd":
         return ["num_steps"]
     if config["name"] == "momentum":
@@ -80,13 +84,16 @@ def build_training_modules(backbone: ImportedFunction, num_classes: int,
     if int(logits_info.shape[1]) != num_classes:
         raise ValueError(f"the model outputs {logits_info.shape[1]} classes, labels list {num_classes}")
     mod = tvm.IRModule({"backbone": func.with_attr("global_symbol", "backbone")})
-    mod = mod.with_attrs({"param_num": len(backbone.param_names), "state_num": 0})
-    trainer = SetupTrainer(CrossEntropyLoss(reduction="mean"), _relax_optimizer(optimizer),
-                           [relax.TensorType(logits_info.shape, "float32"),
-                            relax.TensorType((batch,), "int64")], legalize=False)
-    mod = trainer(mod)
-    state = [s.numpy() for s in mod.attrs["optim_state"]]
-    mod = _add_entry_points(mod.without_attr("optim_state"), batch, len(state))
+    loss = CrossEntropyLoss(reduction="mean")
+    mod = AppendLoss("backbone", loss(relax.TensorType(logits_info.shape, "float32"),
+                                      relax.TensorType((batch,), "int64")),
+                     loss.num_backbone_outputs, "backbone_loss")(mod)
+    params = list(mod["backbone_loss"].params[1: 1 + len(backbone.param_names)])
+    mod = Gradient("backbone_loss", require_grads=params, target_index=0)(mod)
+    opt = _relax_optimizer(optimizer).init(params)
+    mod["optimizer"] = opt.get_function().with_attr("global_symbol", "optimizer")
+    state = [s.numpy() for s in opt.state]
+    mod = _add_entry_points(mod, batch, len(state))
     return TrainingModules(
         loss=_keep_only(mod, "loss"),
         update=_keep_only(mod, "update", "gradients"),
@@ -96,14 +103,14 @@ def build_training_modules(backbone: ImportedFunction, num_classes: int,
 
 
 def _add_entry_points(mod: tvm.IRModule, batch: int, num_state: int) -> tvm.IRModule:
-    """Adds `loss`, `gradients` and `update` with flat signatures over SetupTrainer's functions."""
+    """Adds `loss`, `gradients` and `update` with flat signatures over the loss, adjoint and optimizer functions."""
     loss_fn = mod["backbone_loss"]
     cut_info = loss_fn.params[0].ty
     param_infos = [p.ty for p in loss_fn.params[1:-1]]
     state_infos = list(mod["optimizer"].params[2].ty.fields)
     assert len(state_infos) == num_state
     # Added through the builder, so each GlobalVar carries its function's type (calls need it);
-    # `mod` is not legalized yet, so no call refers to a GlobalVar this re-adding replaces.
+    # `mod` is not legalized, so no call refers to a GlobalVar this re-adding replaces.
     builder = relax.BlockBuilder()
     callee = {gvar.name_hint: builder.add_func(func, gvar.name_hint) for gvar, func in mod.functions.items()}
 

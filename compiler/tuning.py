@@ -2,10 +2,12 @@
 
 Tunes every fused TIR function of the module it is given, so the update module's gradient
 kernels (conv2d data/weight gradients, matmul gradients) are tuned along with the forward ones.
-Tasks whose workload already has enough records in the database are not tuned again.
+A task already tuned with at least its share of the budget (kept in the database directory)
+is not tuned again.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tvm
+import tvm_ffi
 from tqdm import tqdm
 from tvm import relax
 from tvm.ir.utils import derived_object
@@ -74,11 +77,31 @@ def prepare_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRMo
         ])(mod)
 
 
-def _recorded_trials(database: ms.database.Database, task_mods: list[tvm.IRModule]) -> list[int]:
-    """Records per task in the database, failed candidates included (they count as tried)."""
-    workloads = [database.commit_workload(m) if database.has_workload(m) else None for m in task_mods]
-    records = database.get_all_tuning_records() if any(w is not None for w in workloads) else []
-    return [0 if w is None else sum(1 for r in records if r.workload.same_as(w)) for w in workloads]
+BUDGETS_FILE = "autlearn_budgets.json"  # per workload: the largest per-task budget already spent
+
+
+def _workload_key(task_mod: tvm.IRModule) -> str:
+    return f"{tvm_ffi.structural_hash(task_mod):x}"
+
+
+def _spent_budgets(database_dir: Path) -> dict[str, int]:
+    path = database_dir / BUDGETS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"{path} is not a tuning budget file ({err}); delete it to retune") from err
+
+
+def _record_budgets(database_dir: Path, task_mods: list[tvm.IRModule], per_task: int) -> None:
+    budgets = _spent_budgets(database_dir)
+    for mod in task_mods:
+        key = _workload_key(mod)
+        budgets[key] = max(per_task, budgets.get(key, 0))
+    tmp = database_dir / (BUDGETS_FILE + ".tmp")
+    tmp.write_text(json.dumps(budgets, indent=0, sort_keys=True))
+    tmp.replace(database_dir / BUDGETS_FILE)
 
 
 @derived_object
@@ -124,8 +147,10 @@ def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, da
     prepared = prepare_for_tuning(mod, target)
     tasks = ms.relax_integration.extract_tasks(prepared, target)
     per_task = max(1, math.ceil(trials / len(tasks))) if tasks else 0
-    recorded = _recorded_trials(database, [t.dispatched[0] for t in tasks]) if trials > 0 else []
-    pending = [t for t, n in zip(tasks, recorded) if n < per_task]
+    # A task is done once a budget this large was spent on it: small search spaces give fewer
+    # distinct candidates than the budget, so counting records would retune them forever.
+    spent = _spent_budgets(database_dir)
+    pending = [t for t in tasks if trials > 0 and spent.get(_workload_key(t.dispatched[0]), 0) < per_task]
 
     measured = failed = 0
     if pending:
@@ -147,6 +172,7 @@ def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, da
             finally:
                 builder.close()
             measured, failed = counter.trials, counter.failed
+        _record_budgets(database_dir, [t.dispatched[0] for t in pending], per_task)
 
     with target, database:
         tuned = relax.transform.MetaScheduleApplyDatabase()(prepared)

@@ -33,6 +33,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):  # from a writer killed mid-write
+        leftover.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

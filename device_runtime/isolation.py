@@ -27,12 +27,14 @@ class _ForbiddenImportFinder(importlib.abc.MetaPathFinder):
 def isolate_device_process() -> None:
     """Runtime-only TVM and no cloud-side packages for the rest of this process.
 
-    Raises RuntimeError when TVM or torch is already loaded: isolation must come first.
+    Raises RuntimeError when TVM or torch was loaded before: isolation must come first.
+    A second call in an isolated process does nothing.
     """
+    if any(isinstance(f, _ForbiddenImportFinder) for f in sys.meta_path):
+        return
     loaded = [name for name in ("tvm", *FORBIDDEN_PACKAGES) if name in sys.modules]
     if loaded:
         raise RuntimeError(f"cannot isolate the device process: {', '.join(loaded)} already imported")
     os.environ["TVM_USE_RUNTIME_LIB"] = "1"
     os.environ["TVM_FFI_DISABLE_TORCH_C_DLPACK"] = "1"
-    if not any(isinstance(f, _ForbiddenImportFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _ForbiddenImportFinder())
+    sys.meta_path.insert(0, _ForbiddenImportFinder())

@@ -34,8 +34,8 @@ def run(mod: tvm.IRModule, args: list[np.ndarray]) -> np.ndarray:
 def two_runs(tmp_path_factory):
     database = tmp_path_factory.mktemp("tuning") / "db"  # missing on purpose: tune_module creates it
     mod = weight_gradient_module()
-    first = tune_module(mod, TARGET, trials=4, database_dir=database, progress=False)
-    second = tune_module(mod, TARGET, trials=4, database_dir=database, progress=False)
+    first = tune_module(mod, TARGET, trials=2, database_dir=database, progress=False)
+    second = tune_module(mod, TARGET, trials=2, database_dir=database, progress=False)
     return mod, database, first, second
 
 

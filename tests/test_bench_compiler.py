@@ -1,0 +1,60 @@
+"""`autlearn bench compiler` on a tiny checkpoint: real compile, PyTorch and ORT training side by side."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import TINY_VOCAB, tiny_nwp_model
+
+from autlearn.cli import main
+from compiler.bench import time_side_by_side
+
+REQUIRED_KEYS = ("update_speedup_vs_torch", "forward_speedup_vs_torch", "update_speedup_vs_ort", "tuned_trials")
+
+
+@pytest.fixture(scope="module")
+def bench_result(tmp_path_factory):
+    from cloud_pretrain.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("bench")
+    ckpt = save_checkpoint(root / "checkpoint.pt", tiny_nwp_model(), "nwp",
+                           vocab=["<pad>", "<unk>"] + [f"w{i}" for i in range(TINY_VOCAB - 2)])
+    json_path = root / "result.json"
+    # One thread: TVM's pool may already be running in this test process, and it only shrinks.
+    code = main(["bench", "compiler", "--task", "nwp", "--checkpoint", str(ckpt), "--json", str(json_path),
+                 "--threads", "1", "--repeats", "3", "--warmup", "1", "--work-dir", str(root / "bundles"),
+                 "--tuning-db", str(root / "db")])
+    assert code == 0
+    return json.loads(json_path.read_text()), json_path
+
+
+def test_json_has_the_figures_and_a_chart(bench_result):
+    result, json_path = bench_result
+    for key in REQUIRED_KEYS:
+        assert key in result
+    assert result["tuned_trials"] == 0 and result["compared"] == "tvm_untuned"
+    assert set(result["update_ms"]) == {"torch", "ort", "tvm_untuned"}
+    assert set(result["forward_ms"]) == {"torch", "tvm_untuned"}
+    assert all(v > 0 for v in [*result["update_ms"].values(), *result["forward_ms"].values()])
+    assert result["update_speedup_vs_ort"] == pytest.approx(result["update_ms"]["ort"] / result["update_ms"]["tvm_untuned"])
+    assert result["compile_seconds"]["tvm_untuned"] > 0
+    assert json_path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_all_three_implementations_agree_on_the_loss(bench_result):
+    losses = bench_result[0]["first_step_loss"]
+    assert set(losses) == {"torch", "ort", "tvm_untuned"}
+    for name, value in losses.items():
+        assert value == pytest.approx(losses["torch"], rel=1e-4), name
+
+
+def test_side_by_side_timing_ranks_a_slower_function_slower():
+    times = time_side_by_side({"fast": lambda: None, "slow": lambda: time.sleep(0.002)},
+                              warmup=1, repeats=5, progress=False)
+    assert times["slow"] >= 2.0 > times["fast"]
+
+
+def test_bad_thread_count_is_one_clear_error(capsys):
+    assert main(["bench", "compiler", "--task", "image", "--threads", "0"]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err

@@ -1,0 +1,159 @@
+"""Models, structural pruning and checkpoints: fast unit tests on small random models."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from cloud_pretrain.checkpoint import load_checkpoint, load_model, read_checkpoint, save_checkpoint
+from cloud_pretrain.models import build_model, example_input, split_at
+from cloud_pretrain.prune import prune_units, units_for_target
+from cloud_pretrain.resources import count_flops, make_resource, parameter_bytes
+from cloud_pretrain.search import parse_budgets
+from cloud_pretrain.steptime import compare_step_times
+
+VOCAB = 300
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a busy 2-core machine, two threads run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _randomise_batchnorm(model: torch.nn.Module) -> None:
+    """Non-trivial statistics, so that cutting the wrong channel of a BN shows in the output."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+@pytest.fixture(params=["nwp", "image"])
+def task_model(request):
+    torch.manual_seed(0)
+    kwargs = {"vocab_size": VOCAB, "embed_dim": 12, "hidden_size": 16} if request.param == "nwp" else {"width_mult": 0.25}
+    model = build_model(request.param, **kwargs).eval()
+    _randomise_batchnorm(model)
+    return request.param, model
+
+
+def test_keeping_every_unit_in_any_order_changes_nothing(task_model):
+    task, model = task_model
+    x = example_input(task, model, batch=3)
+    want = model(x)
+    for group, size in model.prunable_groups().items():
+        permuted = copy.deepcopy(model)
+        permuted.keep_units(group, torch.randperm(size))
+        got = permuted(x)
+        assert (got - want).abs().max() <= 1e-4 * want.abs().max(), group
+
+
+def test_pruning_shrinks_every_dependent_tensor_and_rebuilds_from_config(task_model):
+    task, model = task_model
+    x = example_input(task, model, batch=2)
+    groups = list(model.prunable_groups().items())
+    for group, size in [groups[0], groups[len(groups) // 2], groups[-1]]:  # each kind of group, image included
+        pruned = prune_units(copy.deepcopy(model), group, size // 2)
+        assert pruned.prunable_groups()[group] == size - size // 2
+        assert parameter_bytes(pruned) < parameter_bytes(model), group
+        assert count_flops(pruned, task) < count_flops(model, task), group
+        assert pruned(x).shape == model(x).shape
+        rebuilt = build_model(task, **pruned.config)
+        rebuilt.load_state_dict(pruned.state_dict())  # strict: every shape must match
+
+
+def test_pruning_removes_the_smallest_norm_units():
+    torch.manual_seed(0)
+    model = build_model("nwp", vocab_size=VOCAB, embed_dim=8, hidden_size=6).eval()
+    norms = model.unit_norms("lstm2")
+    kept_before = torch.sort(torch.argsort(norms, descending=True)[:4]).values
+    w_before = model.lstm2.lstm.weight_hh_l0.detach().clone()
+    prune_units(model, "lstm2", 2)
+    # the recurrent weights of the kept units are the old rows and columns of exactly those units
+    rows = torch.cat([g * 6 + kept_before for g in range(4)])
+    assert torch.equal(model.lstm2.lstm.weight_hh_l0, w_before[rows][:, kept_before])
+    assert model.fc.in_features == 4
+
+
+def test_pruning_rejects_bad_requests(task_model):
+    task, model = task_model
+    group, size = next(iter(model.prunable_groups().items()))
+    with pytest.raises(ValueError, match="at least 1 must stay"):
+        prune_units(model, group, size)
+    with pytest.raises(ValueError, match="unknown prunable group 'nope'"):
+        prune_units(model, "nope", 1)
+    with pytest.raises(ValueError, match="distinct"):
+        model.keep_units(group, torch.tensor([0, 0]))
+
+
+def test_units_for_target_is_the_fewest_units_reaching_the_target():
+    model = build_model("nwp", vocab_size=VOCAB, embed_dim=8, hidden_size=16)
+    flops = make_resource("flops", "nwp").measure
+    target = 0.8 * flops(model)
+    k = units_for_target(model, "lstm2", flops, target)
+    assert k is not None
+    assert flops(prune_units(copy.deepcopy(model), "lstm2", k)) <= target
+    assert flops(prune_units(copy.deepcopy(model), "lstm2", k - 1)) > target
+    assert units_for_target(model, "embed", flops, 1.0) is None  # no removal gets there
+
+
+def test_budgets_parse_relative_and_absolute_values():
+    budgets = parse_budgets("50%, 3000,75%", unpruned=10_000)
+    assert [(b.label, b.value) for b in budgets] == [("75%", 7500), ("50%", 5000), ("3000", 3000)]
+    with pytest.raises(ValueError, match="'abc' is not a number"):
+        parse_budgets("abc", 1.0)
+    with pytest.raises(ValueError, match="must be positive"):
+        parse_budgets("-5%", 1.0)
+
+
+def test_split_at_default_cut_composes_to_the_model(task_model):
+    task, model = task_model
+    x = example_input(task, model, batch=2)
+    frozen, trainable = split_at(model, "fc" if task == "nwp" else "classifier")
+    assert torch.allclose(trainable(frozen(x)), model(x))
+    with pytest.raises(ValueError, match="unknown cut layer"):
+        split_at(model, "nope")
+
+
+def test_pruned_model_trains_faster_at_the_cut():
+    model = build_model("nwp", vocab_size=10_002, embed_dim=16, hidden_size=128)
+    pruned = prune_units(copy.deepcopy(model), "lstm2", 112)
+    times = compare_step_times({"unpruned": model, "pruned": pruned}, "nwp", repeats=15)
+    assert times["pruned"] < times["unpruned"]
+
+
+def test_checkpoint_round_trip_keeps_pruned_sizes(tmp_path, task_model):
+    task, model = task_model
+    group, size = list(model.prunable_groups().items())[-1]
+    prune_units(model, group, size // 2)
+    names = {"vocab": [f"w{i}" for i in range(VOCAB)]} if task == "nwp" else {"labels": [str(i) for i in range(62)]}
+    path = save_checkpoint(tmp_path / "run" / "checkpoint.pt", model, task, metrics={"val_accuracy": 0.5}, **names)
+    assert [p.name for p in path.parent.iterdir()] == ["checkpoint.pt"]  # the temp file is gone
+    loaded, meta = load_checkpoint(path)
+    assert meta["config"] == model.config and meta["metrics"] == {"val_accuracy": 0.5}
+    x = example_input(task, model, batch=2)
+    assert torch.equal(loaded(x), model(x))
+    assert load_model(tmp_path / "run").config == model.config  # a directory finds its checkpoint.pt
+
+
+def test_checkpoint_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        read_checkpoint(tmp_path / "junk.pt")
+    torch.save({"task": "nwp"}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match="missing config, state_dict, metrics"):
+        read_checkpoint(tmp_path / "partial.pt")
+    model = build_model("nwp", vocab_size=VOCAB)
+    with pytest.raises(ValueError, match="exactly one of vocab"):
+        save_checkpoint(tmp_path / "c.pt", model, "nwp", metrics={})
+    with pytest.raises(ValueError, match="unknown task 'speech'"):
+        build_model("speech")
