@@ -33,6 +33,13 @@ THREADS = "1"  # both workers single-threaded: a fair comparison on a shared 2-c
 
 
 def _peak_rss_kib() -> int:
+    """This process's peak RSS. VmHWM, since Linux carries ru_maxrss over fork and exec from the parent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
@@ -43,31 +50,38 @@ def _labels(task: str, config: dict[str, Any]) -> list[str]:
 
 
 def prepare(task: str, work: Path, samples: int, seed: int = 0) -> dict[str, Path]:
-    """The model checkpoint, its compiled bundle (reused when present) and a labelled stream."""
+    """The model checkpoint and its compiled bundle (both reused when `work` has them), and a
+    labelled stream of random inputs shaped for the bundle."""
     import numpy as np
-    import torch
-
-    from cloud_pretrain.checkpoint import save_checkpoint
-    from cloud_pretrain.models import build_model
-    from compiler import compile_bundle
 
     if task not in BENCH_MODELS:
         raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(BENCH_MODELS)}")
     work.mkdir(parents=True, exist_ok=True)
     paths = {"checkpoint": work / "checkpoint.pt", "bundle": work / "bundle", "stream": work / "stream.npz"}
-    config = BENCH_MODELS[task]
-    labels = _labels(task, config)
     if not (paths["bundle"] / "manifest.json").is_file() or not paths["checkpoint"].is_file():
+        import torch
+
+        from cloud_pretrain.checkpoint import save_checkpoint
+        from cloud_pretrain.models import build_model
+        from compiler import compile_bundle
+
+        config = BENCH_MODELS[task]
+        labels = _labels(task, config)
         torch.manual_seed(seed)
         model = build_model(task, **config).eval()
         save_checkpoint(paths["checkpoint"], model, task, **({"vocab": labels} if task == "nwp" else {"labels": labels}))
         compile_bundle(model, task, paths["bundle"], labels=labels, seq_lengths=(SEQ_LENGTH,))
+    manifest = json.loads((paths["bundle"] / "manifest.json").read_text())
+    if manifest["task"] != task:
+        raise ValueError(f"{paths['bundle']} is a {manifest['task']} bundle, not {task}")
+    sample_shape = manifest["forward_functions"][0]["input_shape"][1:]
+    classes = manifest["num_classes"]
     rng = np.random.default_rng(seed)
     if task == "nwp":
-        x = rng.integers(2, len(labels), size=(samples, SEQ_LENGTH)).astype(np.int64)
+        x = rng.integers(2, classes, size=(samples, *sample_shape)).astype(np.int64)
     else:
-        x = rng.random((samples, 1, 28, 28), dtype=np.float32)
-    np.savez(paths["stream"], x=x, y=rng.integers(0, len(labels), size=samples).astype(np.int64))
+        x = rng.random((samples, *sample_shape), dtype=np.float32)
+    np.savez(paths["stream"], x=x, y=rng.integers(0, classes, size=samples).astype(np.int64))
     return paths
 
 

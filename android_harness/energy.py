@@ -2,7 +2,8 @@
 
 Android exposes the battery's instantaneous current and voltage as
 `/sys/class/power_supply/battery/current_now` (microamperes; negative while discharging on
-many phones) and `voltage_now` (microvolts). A sampling thread reads both through the
+many phones) and `voltage_now` (microvolts); `dumpsys battery` has the voltage but no
+current, so the sysfs counters are what is read. A sampling thread reads both through the
 transport's shell while the workload runs; power |I| x V is integrated with the trapezoid
 rule. The energy of a function is what the run costs above the idle power measured just
 before it, divided by the number of calls.
@@ -120,10 +121,12 @@ class EnergyMeter:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self._stop.set()
         assert self._thread is not None
         self._thread.join()
+        if exc_type is not None:  # the workload failed: its error is the one to see
+            return
         if self._error is not None:
             raise RuntimeError(f"battery sampling failed: {self._error}") from self._error
         self._read()

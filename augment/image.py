@@ -62,14 +62,14 @@ def _affine(x: np.ndarray, inverse: np.ndarray) -> np.ndarray:
     src = inverse @ grid + centre[None, :, None]                              # [n, 2, h*w]
     r0, c0 = np.floor(src[:, 0]), np.floor(src[:, 1])
     fr, fc = src[:, 0] - r0, src[:, 1] - c0
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))                              # background border
+    # Sample from a copy with a one-pixel background border; coordinates beyond it clamp to it.
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1))).reshape(n, -1)
     out = np.zeros((n, h * w))
-    batch = np.arange(n)[:, None]
     for dr, dc, weight in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
                            (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
         r = np.clip(r0 + dr + 1, 0, h + 1).astype(np.intp)
         c = np.clip(c0 + dc + 1, 0, w + 1).astype(np.intp)
-        out += weight * padded[batch, r, c]
+        out += weight * np.take_along_axis(padded, r * (w + 2) + c, axis=1)
     return out.reshape(n, h, w)
 
 

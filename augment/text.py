@@ -9,6 +9,7 @@ Generator, so a seed gives the same sentences.
 """
 from __future__ import annotations
 
+import importlib.abc
 import sys
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -65,18 +66,27 @@ def _n_changes(tokens: Sentence, alpha: float) -> int:
     return max(1, round(alpha * len(tokens)))
 
 
+class _NoTorch(importlib.abc.MetaPathFinder):
+    """Makes `import torch` raise ImportError while installed (nlpaug's import is optional)."""
+
+    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, D102
+        if fullname.split(".")[0] == "torch":
+            raise ImportError("torch is not loaded for augment")
+        return None
+
+
 def _import_nlpaug_word():
     """Imports nlpaug's word augmenters without torch, which nlpaug imports only for the
     language-model augmenters we do not use (augment never loads torch: ARCHITECTURE.md)."""
-    hide_torch = "torch" not in sys.modules
-    if hide_torch:
-        sys.modules["torch"] = None  # makes nlpaug's optional `import torch` raise ImportError
+    finder = _NoTorch()
+    if "torch" not in sys.modules:
+        sys.meta_path.insert(0, finder)
     try:
         import nlpaug.augmenter.word as naw
         import nlpaug.model.word_dict as nmw
     finally:
-        if hide_torch:
-            del sys.modules["torch"]
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
     return naw, nmw
 
 

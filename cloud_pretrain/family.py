@@ -65,10 +65,10 @@ def prune_family(task: str, checkpoint: str | Path, resource_name: str, budgets:
         raise ValueError(f"{checkpoint} does not say which preset and seed pretrained it (metrics: {list(trained)})")
     data_preset = get_preset(task, trained["preset"])
     search_config = SEARCH_PRESETS[preset or trained["preset"]]
-    data = load_data(task, data_preset, trained["seed"], vocab=meta.get("vocab"))
     resource = make_resource(resource_name, task)
     base_value = resource.measure(model)
     parsed = parse_budgets(budgets, base_value)
+    data = load_data(task, data_preset, trained["seed"], vocab=meta.get("vocab"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = {"vocab": meta["vocab"]} if "vocab" in meta else {"labels": meta["labels"]}

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,7 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "tiny": Preset("tiny", {"width_mult": 0.25},
                        TrainConfig(epochs=1, batch_size=32, lr=3e-3), 600, 200, samples_per_class=2),
         "demo": Preset("demo", {"width_mult": 0.5},
-                       TrainConfig(epochs=4, batch_size=64, lr=3e-3), None, None, samples_per_class=20),
+                       TrainConfig(epochs=3, batch_size=64, lr=3e-3), 12_000, None, samples_per_class=20),
         "paper": Preset("paper", {"width_mult": 1.0},
                         TrainConfig(epochs=20, batch_size=64, lr=2e-3), None, None, samples_per_class=60),
     },
@@ -111,12 +112,20 @@ def _sample_buckets(examples: dict[int, tuple[np.ndarray, np.ndarray]], limit: i
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _public_corpus() -> list[list[str]]:
+    """The public corpus, parsed once per process (pruning and resumed runs read it again)."""
+    from cloud_pretrain.data import text
+
+    return text.public_corpus()
+
+
 def nwp_data(preset: Preset, seed: int, vocab: list[str] | None = None) -> TaskData:
     """Public-corpus next-word examples; the vocabulary is built on the training sentences
     unless given (a checkpoint's vocabulary, so pruning evaluates on the same ids)."""
     from cloud_pretrain.data import text
 
-    sentences = text.public_corpus()
+    sentences = _public_corpus()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(sentences))
     n_val = int(len(sentences) * VAL_FRACTION)

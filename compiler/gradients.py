@@ -11,13 +11,10 @@ import numpy as np
 from tvm import relax
 from tvm.ir import PrimType
 from tvm.relax.op import (
-    add, divide, greater, less, logical_and, matmul, multiply, permute_dims, reshape, sqrt,
-    subtract, where, zeros,
+    add, divide, greater, less, logical_and, matmul, multiply, reshape, sqrt, subtract, where, zeros,
 )
 from tvm.relax.op.base import register_gradient
 from tvm.relax.op.grad import no_grad, take_backward
-from tvm.relax.op.manipulate import collapse_sum_to, expand_dims
-from tvm.relax.op.nn import conv2d, conv2d_transpose
 from tvm.relax.op.statistical import sum as reduce_sum
 
 # Above the level of TVM's own registrations (10), so a corrected gradient replaces TVM's.
@@ -97,7 +94,7 @@ def strided_slice_grad(orig_var, orig_call, output_grad, ctx) -> list[relax.Expr
     for axis, idx, source_shape in reversed(picks):
         if len(idx) == source_shape[axis] and (idx == np.arange(len(idx))).all():
             continue  # the whole axis: nothing to scatter
-        grad = take_backward(grad, zeros(source_shape, _dtype(x)), relax.const(idx), axis)
+        grad = take_backward(grad, zeros(source_shape, _dtype(x)), relax.const(idx, "int64"), axis)
     return [grad] + [no_grad(arg) for arg in orig_call.args[1:]]
 
 
@@ -120,8 +117,9 @@ def adaptive_avg_pool2d_grad(orig_var, orig_call, output_grad, ctx) -> list[rela
     x = orig_call.args[0]
     _, _, height, width = _shape(x)
     _, _, out_h, out_w = _shape(orig_var)
-    rows = relax.const(_adaptive_pool_matrix(height, out_h).T.copy().astype(_dtype(x)))
-    cols = relax.const(_adaptive_pool_matrix(width, out_w).astype(_dtype(x)))
+    dtype = _dtype(x)
+    rows = relax.const(_adaptive_pool_matrix(height, out_h).T.astype(dtype), dtype)
+    cols = relax.const(_adaptive_pool_matrix(width, out_w).astype(dtype), dtype)
     return [matmul(rows, matmul(output_grad, cols))]
 
 

@@ -53,12 +53,20 @@ def optimizer_config(name: str, lr: float) -> dict[str, Any]:
     raise ValueError(f"unknown optimizer {name!r}; choose one of sgd, momentum, adam")
 
 
+class _Adam(Adam):
+    """TVM 0.27's `Adam.init` hands a PrimType to numpy and fails: keep the dtype as its name."""
+
+    def _set_params_and_dtype(self, params) -> None:
+        super()._set_params_and_dtype(params)
+        self.dtype = getattr(self.dtype, "dtype", self.dtype)
+
+
 def _relax_optimizer(config: dict[str, Any]) -> Optimizer:
     if config["name"] == "sgd":
         return SGD(config["lr"])
     if config["name"] == "momentum":
         return MomentumSGD(config["lr"], config["momentum"])
-    return Adam(config["lr"], tuple(config["betas"]), config["eps"])
+    return _Adam(config["lr"], tuple(config["betas"]), config["eps"])
 
 
 def _state_names(config: dict[str, Any], params: list[str]) -> list[str]:

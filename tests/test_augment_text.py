@@ -141,3 +141,14 @@ def test_augment_sentences_rejects_bad_arguments(kwargs, message) -> None:
 def test_tokens_with_spaces_are_rejected() -> None:
     with pytest.raises(ValueError, match="without spaces"):
         synonym_replacement(["two words"], np.random.default_rng(0))
+
+
+def test_augment_never_loads_torch() -> None:
+    """The device imports augment: neither the image ops nor nlpaug's word augmenters may pull torch in."""
+    import subprocess
+    import sys
+
+    code = ("import sys, augment.image, augment.text as t; t._import_nlpaug_word(); "
+            "assert 'torch' not in sys.modules, 'torch loaded'; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from cloud_pretrain.checkpoint import load_checkpoint, load_model, read_checkpoint, save_checkpoint
+from cloud_pretrain.distributed import World
 from cloud_pretrain.models import build_model, example_input, split_at
 from cloud_pretrain.prune import prune_units, units_for_target
 from cloud_pretrain.resources import count_flops, make_resource, parameter_bytes
 from cloud_pretrain.search import parse_budgets
 from cloud_pretrain.steptime import compare_step_times
+from cloud_pretrain.train import batch_plan
 
 VOCAB = 300
 
@@ -157,3 +159,15 @@ def test_checkpoint_errors_name_the_problem(tmp_path):
         save_checkpoint(tmp_path / "c.pt", model, "nwp", metrics={})
     with pytest.raises(ValueError, match="unknown task 'speech'"):
         build_model("speech")
+
+
+def test_batch_plan_is_seeded_and_ranks_share_it_without_overlap():
+    buckets = {5: (torch.zeros(100, 5), torch.zeros(100)), 10: (torch.zeros(37, 10), torch.zeros(37))}
+    one = batch_plan(buckets, 8, seed=3, epoch=0)
+    assert [idx.tolist() for _, idx in one] == [idx.tolist() for _, idx in batch_plan(buckets, 8, seed=3, epoch=0)]
+    assert [idx.tolist() for _, idx in one] != [idx.tolist() for _, idx in batch_plan(buckets, 8, seed=3, epoch=1)]
+    assert len(one) == 100 // 8 + 37 // 8 and all(len(idx) == 8 for _, idx in one)
+    ranks = [batch_plan(buckets, 8, seed=3, epoch=0, world=World(rank=r, size=2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(one) // 2
+    seen = [(key, i) for plan in ranks for key, idx in plan for i in idx.tolist()]
+    assert len(seen) == len(set(seen))  # no example twice in one epoch

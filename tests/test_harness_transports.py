@@ -176,3 +176,18 @@ def test_rpc_connection_refused_is_clear() -> None:
         port = probe.getsockname()[1]  # free once closed: nothing listens there
     with pytest.raises(RuntimeError, match=f"cannot connect to a TVM RPC server at 127.0.0.1:{port}"):
         RPCTransport("127.0.0.1", port)
+
+
+def test_cli_push_over_adb(fake_adb: Path, tmp_path: Path, tiny_nwp_bundle: Path,
+                           capsys: pytest.CaptureFixture) -> None:
+    from autlearn.cli import main
+
+    dest = tmp_path / "sdcard/tiny"
+    assert main(["push", "--bundle", str(tiny_nwp_bundle), "--transport", "adb", "--serial", "FAKE0001",
+                 "--dest", str(dest)]) == 0
+    assert json.loads(capsys.readouterr().out)["verified"] is True
+    pushes = [argv for argv in _argv(fake_adb) if argv[2:3] == ["push"]]
+    assert [argv[-1] for argv in pushes] == [str(dest / name) for name in
+                                             ["manifest.json", *read_manifest(tiny_nwp_bundle).files]]
+    assert main(["push", "--bundle", str(tiny_nwp_bundle), "--transport", "adb", "--serial", "GONE"]) == 2
+    assert "no device 'GONE' attached" in capsys.readouterr().err
