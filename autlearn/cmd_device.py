@@ -71,7 +71,8 @@ def _online(args: argparse.Namespace) -> int:
     with tqdm(unit="sample", desc="online") as bar:
         status = run_online(args.bundle, args.data, args.state, batch=args.batch, cache_size=args.cache_size,
                             max_age_s=args.max_age, feedback_delay=args.feedback_delay,
-                            use_cache=not args.no_cache, on_sample=lambda i: bar.update(1))
+                            use_cache=not args.no_cache, checkpoint_every=args.checkpoint_every,
+                            on_sample=lambda i: bar.update(1))
     if status["curve"]:
         plot = Path(args.state) / "prequential.png"
         _plot_curve(status["curve"], plot)
@@ -134,6 +135,7 @@ def register(tree: CommandTree) -> None:
     p.add_argument("--max-age", type=float, default=600.0, help="seconds before a cached activation is stale")
     p.add_argument("--feedback-delay", type=int, default=0, help="samples between an inference and its label")
     p.add_argument("--no-cache", action="store_true", help="recompute the forward pass for every label")
+    p.add_argument("--checkpoint-every", type=int, default=10, help="updates between atomic checkpoints")
     p.set_defaults(func=_online)
 
     p = tree.subcommand("device", "infer", "predict the inputs of an .npz (key x) or .npy file", GROUP_HELP)

@@ -85,7 +85,8 @@ def pretrain(task: str, preset_name: str, out: str | Path, *, seed: int = 0, res
             optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
             epoch, step, history = state["epoch"], state["step"], state["history"]
-            _log(world, f"resuming {out} at epoch {epoch + 1}, step {step}")
+            _log(world, f"{out} is already trained for {epoch} epoch(s)" if epoch >= preset.train.epochs
+                 else f"resuming {out} at epoch {epoch + 1}, step {step}")
         _log(world, f"pretraining {task} ({preset.name}): {sum(len(y) for _, y in data.train.values())} "
                     f"training examples, {sum(p.numel() for p in model.parameters())} parameters, "
                     f"{world.size} process(es) on {world.device}")
@@ -101,11 +102,14 @@ def pretrain(task: str, preset_name: str, out: str | Path, *, seed: int = 0, res
 
         while epoch < preset.train.epochs:
             plan = batch_plan(data.train, preset.train.batch_size, seed, epoch, world, preset.train.steps_per_epoch)
-            every = preset.train.checkpoint_every
+
+            def checkpoint_inside_epoch(done: int) -> None:
+                if done % preset.train.checkpoint_every == 0 and done < len(plan):
+                    save_state(epoch, done)
+
             started = time.perf_counter()
             loss = run_steps(trained, optimizer, data.train, plan, world, desc=f"epoch {epoch + 1}/{preset.train.epochs}",
-                             after_step=lambda s: s % every == 0 and s < len(plan) and save_state(epoch, s),
-                             first_step=step)
+                             after_step=checkpoint_inside_epoch, first_step=step)
             val = evaluate(model, data.val, world)
             history.append({"epoch": epoch + 1, "train_loss": loss, "val_loss": val["loss"],
                             "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - started})

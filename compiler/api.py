@@ -7,6 +7,7 @@ Stages before K and the buffers of the trainable stages (batch-norm statistics) 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,10 +17,10 @@ import tvm
 from torch import nn
 from tqdm import tqdm
 
-from compiler.bundle import write_bundle, write_npz
+from compiler.bundle import check_replaceable, write_bundle, write_npz
 from compiler.importer import ImportedFunction, StageChain, import_stages
 from compiler.targets import TargetSpec, linker_for, resolve_target
-from compiler.training import build_training_modules, optimizer_config
+from compiler.training import build_trainable_part, optimizer_config, trainable_param_names
 from compiler.verify import verify_forward, verify_training
 from device_runtime.manifest import Manifest
 
@@ -68,6 +69,7 @@ def compile_bundle(model: nn.Module, task: str, out: str | Path, *, labels: Sequ
     opt_config = optimizer_config(optimizer, float(lr))
     spec = resolve_target(target)
     linker_for(spec.name)  # a missing cross toolchain fails now, not after minutes of compiling
+    check_replaceable(Path(out))
 
     model = model.eval()
     stages = list(model.stages())
@@ -76,9 +78,7 @@ def compile_bundle(model: nn.Module, task: str, out: str | Path, *, labels: Sequ
     if cut not in names:
         raise ValueError(f"unknown cut layer {cut!r}; the model's stages are: {', '.join(names)}")
     k = names.index(cut)
-    trainable_names = [f"{n}.{p}" for n, m in stages[k:] for p, _ in m.named_parameters()]
-    if not trainable_names:
-        raise ValueError(f"stages from {cut!r} on have no parameters to train")
+    trainable_names = trainable_param_names(stages, k)
 
     rng = np.random.default_rng(VERIFY_SEED)
     shapes = [ForwardShape(b, n) for n in lengths for b in sorted({1, train_batch})]
@@ -104,16 +104,14 @@ def compile_bundle(model: nn.Module, task: str, out: str | Path, *, labels: Sequ
     with torch.no_grad():
         cut_sample = StageChain(stages[:k])(torch.from_numpy(x_train)).numpy() if k else x_train
     labels_sample = rng.integers(0, len(labels), size=train_batch).astype("int64")
-    backbone = import_stages(stages[k:], torch.from_numpy(cut_sample))
-    backbone = backbone.bind_params([n for n in backbone.param_names if n not in trainable_names])
-    backbone = backbone.reorder_params(trainable_names)
-    training = build_training_modules(backbone, len(labels), opt_config)
+    training = build_trainable_part(stages, k, cut_sample, len(labels), opt_config)
     progress.update()
 
     forward_mod = _merge_forward(forward_parts)
     modules = {"forward": forward_mod, "loss": training.loss, "update": training.update}
+    tuning_dir = None
     if tune_trials:
-        modules = _tune(modules, spec, tune_trials, tuning_db)
+        modules, tuning_dir = _tune(modules, spec, tune_trials, tuning_db)
     trainable_values = [values[n] for n in trainable_names]
     frozen_values = [values[n] for n in frozen_names]
 
@@ -156,6 +154,8 @@ def compile_bundle(model: nn.Module, task: str, out: str | Path, *, labels: Sequ
         write_npz(root / "trainable.npz", trainable_names, trainable_values)
         write_npz(root / "optimizer.npz", training.state_names, training.state_values)
         (root / label_file).write_text("".join(f"{label}\n" for label in labels))
+        if tuning_dir is not None:
+            shutil.copytree(tuning_dir, root / "tuning", ignore=shutil.ignore_patterns("logs"))
 
     bundle = write_bundle(Path(out), manifest, fill)
     progress.close()
@@ -176,12 +176,11 @@ def _merge_forward(parts: list[tuple[ForwardShape, np.ndarray, ImportedFunction]
 
 
 def _tune(modules: dict[str, tvm.IRModule], spec: TargetSpec, trials: int,
-          tuning_db: str | Path | None) -> dict[str, tvm.IRModule]:
-    """MetaSchedule-tuned modules (compiler.tuning, owned by the tuning work)."""
-    try:
-        from compiler.tuning import tune_module
-    except ImportError as err:
-        raise RuntimeError(f"tune_trials={trials} needs compiler.tuning.tune_module, which is not "
-                           f"available yet ({err}); compile with tune_trials=0") from err
-    return {key: tune_module(mod, spec.tvm_target(), trials=trials, database_dir=tuning_db)
-            for key, mod in modules.items()}
+          tuning_db: str | Path | None) -> tuple[dict[str, tvm.IRModule], Path]:
+    """MetaSchedule-tuned modules (compiler.tuning) and the database directory they used."""
+    from compiler.tuning import tune_module
+
+    results = {key: tune_module(mod, spec.tvm_target(), trials=trials,
+                                database_dir=Path(tuning_db) if tuning_db is not None else None)
+               for key, mod in modules.items()}
+    return {key: r.mod for key, r in results.items()}, results["forward"].database_dir

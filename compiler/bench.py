@@ -199,6 +199,7 @@ def bench_compiler(model: nn.Module, task: str, labels: Sequence[str], work_dir:
         "task": task, "cut": cut, "threads": threads, "train_batch": train_batch, "forward_batch": 1,
         "seq_length": seq_length if task == "nwp" else None, "warmup": warmup, "repeats": repeats,
         "load_average": list(os.getloadavg()), "compared": best,
+        "environment": {k: os.environ.get(k) for k in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
         **headline,
         "tuned_trials": new_trials, "tune_trials_requested": tune_trials,
         "tuning_database": str(database_dir), "tuning_database_records": _count_records(database_dir),

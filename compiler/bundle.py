@@ -22,15 +22,21 @@ def write_npz(path: Path, names: Sequence[str], values: Sequence[np.ndarray]) ->
     np.savez(path, **{n: np.asarray(v, order="C") for n, v in zip(names, values)})
 
 
+def check_replaceable(out: Path) -> Path:
+    """`out` if it may become a bundle: missing, empty, or an earlier bundle; else ValueError."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())):
+        raise ValueError(f"{out} exists and is not a bundle directory; refusing to overwrite it")
+    return out
+
+
 def write_bundle(out: Path, manifest: Manifest, fill: Callable[[Path], None]) -> Path:
     """Calls `fill(tmp_dir)` to write the files, hashes them into the manifest, then swaps `out` in.
 
     `out` must be missing, empty, or an earlier bundle (it has a manifest.json): other
     directories are refused rather than overwritten.
     """
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())):
-        raise ValueError(f"{out} exists and is not a bundle directory; refusing to overwrite it")
+    out = check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)

@@ -1,4 +1,4 @@
-"""PyTorch / ONNX -> Relax, with the import bugs of TVM 0.27 normalised.
+"""PyTorch -> Relax, with the import bugs of TVM 0.27 normalised.
 
 A staged model is imported as a chain of its stages, so every parameter keeps the name it has
 in the model's `state_dict` (e.g. `features.3.conv.0.weight`) whichever stages are exported.
@@ -50,7 +50,10 @@ class StageChain(nn.Module):
 
 @dataclasses.dataclass
 class ImportedFunction:
-    """A Relax module whose `main` takes `(*inputs, *params)`; params named as in the model."""
+    """A Relax module whose `main` takes `(*inputs, *params)`; params named as in the model.
+
+    Only parameters are params: buffers (batch-norm running statistics) are imported as constants.
+    """
 
     mod: tvm.IRModule
     num_inputs: int
@@ -66,17 +69,6 @@ class ImportedFunction:
         by_name = dict(zip(self.param_names, func.params[self.num_inputs:]))
         new = relax.Function(inputs + [by_name[n] for n in names], func.body, func.ret_ty, func.is_pure, func.attrs)
         return dataclasses.replace(self, mod=tvm.IRModule({"main": new}), param_names=list(names))
-
-    def bind_params(self, names: Sequence[str]) -> "ImportedFunction":
-        """Makes the named params constants (e.g. batch-norm statistics that never train)."""
-        func = self.mod["main"]
-        by_name = dict(zip(self.param_names, func.params[self.num_inputs:]))
-        binding = {by_name[n]: tvm.runtime.tensor(self.param_values[n]) for n in names}
-        func = relax.Function([p for p in func.params if p not in binding], func.body, func.ret_ty,
-                              func.is_pure, func.attrs)
-        func = func.bind_params(binding)
-        keep = [n for n in self.param_names if n not in set(names)]
-        return dataclasses.replace(self, mod=tvm.IRModule({"main": func}), param_names=keep)
 
 
 def import_stages(stages: Sequence[tuple[str, nn.Module]], example: torch.Tensor,
@@ -137,13 +129,3 @@ def normalize_negative_take(mod: tvm.IRModule) -> tvm.IRModule:
             func = _NegativeTakeIndex().visit_expr(func)
         out[gvar] = func
     return out
-
-
-def import_onnx(path: str, shapes: dict[str, list[int]]) -> tvm.IRModule:
-    """An ONNX file as a Relax module, weights kept as params; its negative takes normalised."""
-    import onnx
-    from tvm.relax.frontend.onnx import from_onnx
-
-    model = onnx.load(path)
-    mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=True)
-    return normalize_negative_take(mod)

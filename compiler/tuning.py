@@ -121,6 +121,19 @@ class _TrialProgress(PyMeasureCallback):
         self.bar.set_postfix(failed=self.failed, refresh=False)
 
 
+def search_strategy(per_task: int) -> ms.search_strategy.EvolutionarySearch:
+    """MetaSchedule's evolutionary search with its population scaled to the per-task budget.
+
+    The default population (512 sampled schedules, 4 generations) is meant for hundreds of
+    trials a task; for a big fused LSTM cell it took 13 minutes here before measuring one
+    candidate of a 1-trial budget. A few dozen schedules per trial keep the cost model useful.
+    """
+    population = min(512, max(64, 32 * per_task))
+    return ms.search_strategy.EvolutionarySearch(
+        population_size=population, init_min_unmeasured=min(50, population // 2),
+        genetic_num_iters=4 if per_task >= 16 else 2)
+
+
 def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, database_dir: Path | None,
                 progress: bool = True) -> TuningResult:
     """Tunes `mod` for `target` with about `trials` candidates measured in all, then applies the database.
@@ -157,7 +170,7 @@ def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, da
         # The per-task tables go to database_dir/logs; the console gets the progress bar.
         logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            pending, work_dir=str(database_dir), seed=0)
+            pending, work_dir=str(database_dir), strategy=search_strategy(per_task), seed=0)
         budget = per_task * len(pending)
         builder = PersistentPoolBuilder(max_workers=min(2, os.cpu_count() or 1))
         with tqdm(total=budget, unit="trial", desc=f"tuning {len(pending)} tasks",

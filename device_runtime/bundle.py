@@ -86,7 +86,7 @@ class Bundle:
     @property
     def fingerprint(self) -> str:
         """sha256 of the trainable starting point: a checkpoint belongs to bundles sharing it."""
-        return self.manifest.files[Path("trainable.npz").as_posix()]
+        return self.manifest.files["trainable.npz"]
 
 
 def load_bundle(root: str | Path) -> Bundle:

@@ -23,10 +23,10 @@ class DeviceModel:
         self.trainable: list[Any] = list(bundle.trainable)
         self.optimizer_state: list[Any] = list(bundle.optimizer_state)
         self.train_batch = self.manifest.train_batch
-        # (batch, per-sample input shape) -> VM function name
-        self._forward_names = {(f["batch"], tuple(f["input_shape"][1:])): f["name"]
-                               for f in self.manifest.forward_functions}
-        self._forward_vm = bundle.vms["forward"]
+        vm = bundle.vms["forward"]
+        # (batch, per-sample input shape) -> the compiled forward function for it
+        self._forward_fns = {(f["batch"], tuple(f["input_shape"][1:])): vm[f["name"]]
+                             for f in self.manifest.forward_functions}
 
     @property
     def num_tokens(self) -> int | None:
@@ -38,8 +38,8 @@ class DeviceModel:
         spec = self.manifest.input
         check_inputs(x, dtype=spec["dtype"], shape=spec["shape"], num_tokens=self.num_tokens, what=what)
         sample_shape = tuple(x.shape[1:])
-        if (1, sample_shape) not in self._forward_names:
-            known = sorted({shape for _, shape in self._forward_names})
+        if (1, sample_shape) not in self._forward_fns:
+            known = sorted({shape for _, shape in self._forward_fns})
             raise ValueError(f"{what}: no forward function for samples of shape {list(sample_shape)}; "
                              f"the bundle has {[list(s) for s in known]}")
         return x
@@ -48,29 +48,24 @@ class DeviceModel:
         """(logits, cut) as TVM tensors for a checked batch whose size has a compiled function."""
         import tvm
 
-        name = self._forward_names.get((x.shape[0], tuple(x.shape[1:])))
-        if name is None:
+        function = self._forward_fns.get((x.shape[0], tuple(x.shape[1:])))
+        if function is None:
             raise ValueError(f"no forward function for batch {x.shape[0]} and samples of shape {list(x.shape[1:])}")
-        out = self._forward_vm[name](tvm.runtime.tensor(x), *self.bundle.frozen, *self.trainable)
+        out = function(tvm.runtime.tensor(x), *self.bundle.frozen, *self.trainable)
         return out[0], out[1]
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits, cut) as numpy arrays for any number of samples (train-batch chunks, then singles)."""
         self.check(x)
-        logits, cuts = [], []
-        full = (len(x) // self.train_batch) * self.train_batch
-        chunks = [x[i:i + self.train_batch] for i in range(0, full, self.train_batch)]
-        if (self.train_batch, tuple(x.shape[1:])) not in self._forward_names:
-            chunks, full = [], 0
-        chunks += [x[i:i + 1] for i in range(full, len(x))]
-        for chunk in chunks:
-            lo, cu = self.forward_batch(np.ascontiguousarray(chunk))
-            logits.append(lo.numpy())
-            cuts.append(cu.numpy())
+        step = self.train_batch if (self.train_batch, tuple(x.shape[1:])) in self._forward_fns else 1
+        full = len(x) // step * step
+        chunks = [x[i:i + step] for i in range(0, full, step)] + [x[i:i + 1] for i in range(full, len(x))]
         if not chunks:
             return (np.zeros((0, self.manifest.num_classes), np.float32),
                     np.zeros((0, *self.manifest.cut["shape"][1:]), np.float32))
-        return np.concatenate(logits), np.concatenate(cuts)
+        outputs = [self.forward_batch(np.ascontiguousarray(chunk)) for chunk in chunks]
+        return (np.concatenate([logits.numpy() for logits, _ in outputs]),
+                np.concatenate([cut.numpy() for _, cut in outputs]))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predicted class ids (argmax of the logits) for a batch of inputs."""

@@ -207,11 +207,14 @@ def simulate_stream(online: OnlineLearner, x: np.ndarray, y: np.ndarray, *, feed
 
 def run_online(bundle_dir: str | Path, data_path: str | Path, state_dir: str | Path, *, batch: int = 16,
                cache_size: int = 256, max_age_s: float = 600.0, feedback_delay: int = 0, use_cache: bool = True,
-               on_sample: Callable[[int], None] | None = None) -> dict[str, Any]:
+               checkpoint_every: int = 10, on_sample: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Streams the data file's samples through online learning; saves params and status in `state_dir`.
 
-    Starts from the state directory's last online or offline checkpoint of the same bundle.
+    Starts from the state directory's last online or offline checkpoint of the same bundle and
+    checkpoints atomically every `checkpoint_every` updates and at the end.
     """
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     state_dir = Path(state_dir)
     model = DeviceModel(load_bundle(bundle_dir))
     learner = Learner(model)
@@ -219,9 +222,22 @@ def run_online(bundle_dir: str | Path, data_path: str | Path, state_dir: str | P
     start = restore_learned(learner, state_dir)
     cache = InferenceCache(cache_size, max_age_s) if use_cache else None
     online = OnlineLearner(model, learner, cache, batch)
-    stats = simulate_stream(online, data.x, data.y, feedback_delay=feedback_delay, on_sample=on_sample)
-    save_checkpoint(state_dir / ONLINE_CHECKPOINT, learner.state_arrays(),
-                    {"identity": {"bundle": model.bundle.fingerprint}, "stats": {"updates": stats.updates}})
+    saved_at = 0
+
+    def save() -> None:
+        nonlocal saved_at
+        saved_at = online.stats.updates
+        save_checkpoint(state_dir / ONLINE_CHECKPOINT, learner.state_arrays(),
+                        {"identity": {"bundle": model.bundle.fingerprint}, "updates": saved_at})
+
+    def after_sample(i: int) -> None:
+        if online.stats.updates - saved_at >= checkpoint_every:
+            save()
+        if on_sample is not None:
+            on_sample(i)
+
+    stats = simulate_stream(online, data.x, data.y, feedback_delay=feedback_delay, on_sample=after_sample)
+    save()
     status = {"started_from": str(start) if start else "bundle", "inferred": stats.inferred,
               "labelled": stats.labelled, "updates": stats.updates, "rollbacks": learner.rollbacks,
               "prequential_accuracy": stats.accuracy, "recomputed": stats.recomputed, "dropped": stats.dropped,

@@ -107,3 +107,23 @@ def test_cli_errors_are_one_line_naming_the_problem(tmp_path, tiny_run, capsys):
     assert "'half' is not a number" in capsys.readouterr().err
     assert main(["pretrain", "--task", "nwp", "--preset", "tiny", "--out", str(tiny_run), "--seed", "3"]) == 2
     assert "holds a run of" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_build_pretrains_prunes_and_compiles_a_bundle(tmp_path, capsys):
+    """The whole cloud side in one command; compiles with the real compiler when it is there."""
+    assert main(["build", "--task", "nwp", "--preset", "tiny", "--budgets", "70%", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert (tmp_path / "pretrain" / "checkpoint.pt").is_file()
+    assert (tmp_path / "prune" / "budget-1" / "checkpoint.pt").is_file()
+    try:
+        import compiler  # noqa: F401
+    except ImportError:
+        assert "build stopped after pruning" in printed
+        return
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    chosen = printed.split("fastest within 1 point of accuracy: ")[1].split()[0]
+    source = tmp_path / ("pretrain" if chosen == "unpruned" else f"prune/{chosen}") / "checkpoint.pt"
+    model, _ = load_checkpoint(source)
+    assert manifest["task"] == "nwp" and manifest["num_classes"] == 10_002
+    assert manifest["cut"]["shape"][1:] == [model.config["hidden2_size"]]  # the chosen model was compiled
