@@ -50,6 +50,16 @@ def save_checkpoint(path: str | os.PathLike, model: StagedModel, task: str, *,
     return atomic_torch_save(ckpt, path)
 
 
+def write_names(directory: str | os.PathLike, *, vocab: list[str] | None = None,
+                labels: list[str] | None = None) -> Path:
+    """`vocab.txt` or `labels.txt` (one name a line) beside a checkpoint, for tools that read text."""
+    if (vocab is None) == (labels is None):
+        raise ValueError("write exactly one of vocab (nwp) or labels (image)")
+    path = Path(directory) / ("vocab.txt" if vocab is not None else "labels.txt")
+    path.write_text("\n".join(vocab if vocab is not None else labels) + "\n", encoding="utf-8")
+    return path
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The raw checkpoint dict, checked for the keys the format requires."""
     path = Path(path)

@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from cloud_pretrain.checkpoint import load_checkpoint, save_checkpoint
+from cloud_pretrain.checkpoint import load_checkpoint, save_checkpoint, write_names
 from cloud_pretrain.models import StagedModel
 from cloud_pretrain.plots import plot_bars, plot_lines
 from cloud_pretrain.resources import count_flops, make_resource, parameter_bytes
@@ -88,11 +88,15 @@ def prune_family(task: str, checkpoint: str | Path, resource_name: str, budgets:
         metrics = {"preset": trained["preset"], "seed": trained["seed"], "val_accuracy": member.accuracy,
                    "pruned_from": str(checkpoint), "budget": member.budget.label, resource.name: member.resource}
         save_checkpoint(out / name / "checkpoint.pt", member.model, task, metrics=metrics, **names)
-        (out / name / ("vocab.txt" if "vocab" in names else "labels.txt")).write_text(
-            "\n".join(next(iter(names.values()))) + "\n", encoding="utf-8")
+        write_names(out / name, **names)
         rows.append(_row(name, member.budget.label, member.resource, member.accuracy, member.model, task))
 
-    netadapt(model, data.train, data.val, resource, parsed, data_preset.train, search_config, seed, on_member=keep)
+    try:
+        netadapt(model, data.train, data.val, resource, parsed, data_preset.train, search_config, seed, on_member=keep)
+    except RuntimeError as err:  # a budget out of reach: keep the table of the members found before it
+        failure = err
+    else:
+        failure = None
     times = compare_step_times({"unpruned": model, **members}, task, repeats=step_repeats)
     for row in rows:
         row["step_ms"] = times[row["model"]]
@@ -103,4 +107,6 @@ def prune_family(task: str, checkpoint: str | Path, resource_name: str, budgets:
                ylabel="top-1 accuracy")
     plot_bars(out / "steptime.png", {f"{r['model']}\n{r['accuracy']:.3f}": r["step_ms"] for r in rows},
               title=f"{task}: transfer-learning step (batch 16, default cut)", ylabel="ms per step (median)")
+    if failure is not None:
+        raise RuntimeError(f"{failure}; the {len(members)} model(s) before it and their table are in {out}")
     return rows

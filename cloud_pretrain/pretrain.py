@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from cloud_pretrain.checkpoint import atomic_torch_save, save_checkpoint
+from cloud_pretrain.checkpoint import atomic_torch_save, save_checkpoint, write_names
 from cloud_pretrain.distributed import World, join_world, leave_world
 from cloud_pretrain.models import StagedModel, build_model
 from cloud_pretrain.plots import plot_lines
@@ -47,8 +47,7 @@ def _write_outputs(out: Path, model: StagedModel, data: TaskData, metrics: dict[
     """Checkpoint, vocabulary/labels file, metrics.json and the accuracy figure."""
     ckpt = save_checkpoint(out / CHECKPOINT_FILE, model, data.task, vocab=data.vocab, labels=data.labels,
                            metrics=metrics)
-    names_file = out / ("vocab.txt" if data.vocab is not None else "labels.txt")
-    names_file.write_text("\n".join(data.vocab or data.labels) + "\n", encoding="utf-8")
+    write_names(out, vocab=data.vocab, labels=data.labels)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     history = metrics["history"]
     plot_lines(out / "pretrain_accuracy.png", [h["epoch"] for h in history],

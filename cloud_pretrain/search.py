@@ -13,6 +13,8 @@ import copy
 import dataclasses
 from collections.abc import Callable
 
+import torch
+
 from cloud_pretrain.models import StagedModel
 from cloud_pretrain.prune import pruned_copy, units_for_target
 from cloud_pretrain.resources import Resource
@@ -46,7 +48,6 @@ class Member:
     resource: float
     accuracy: float
     model: StagedModel
-    iterations: int
 
 
 def parse_budgets(text: str, unpruned: float) -> list[Budget]:
@@ -68,11 +69,25 @@ def parse_budgets(text: str, unpruned: float) -> list[Budget]:
     return sorted(budgets, key=lambda b: -b.value)
 
 
+def _proposals(model: StagedModel, resource: Resource, value: float, target: float,
+               halvings: int = 6) -> list[tuple[str, int]]:
+    """(group, units to remove) for each group that alone brings the resource to `target`.
+    When no group can, the drop asked for is halved (a few times) rather than giving up."""
+    for _ in range(halvings + 1):
+        found = [(group, k) for group in model.prunable_groups()
+                 if (k := units_for_target(model, group, resource.measure, target)) is not None]
+        if found:
+            return found
+        target = value - (value - target) / 2
+    return []
+
+
 def netadapt(model: StagedModel, train: Buckets, val: Buckets, resource: Resource, budgets: list[Budget],
              train_config: TrainConfig, config: SearchConfig = SearchConfig(), seed: int = 0,
              on_member: Callable[[Member], None] | None = None,
              log: Callable[[str], None] = print) -> list[Member]:
     """The family of pruned models, one per budget (largest budget first)."""
+    torch.manual_seed(seed)  # dropout draws from the global generator: one seed, one family
     tune = dataclasses.replace(train_config, lr=train_config.lr * config.lr_scale)
     score_set = head(val, config.eval_examples)
     unpruned = resource.measure(model)
@@ -82,11 +97,9 @@ def netadapt(model: StagedModel, train: Buckets, val: Buckets, resource: Resourc
         while value > budget.value:
             iteration += 1
             target = max(value - config.step_fraction * unpruned, budget.value)
+            proposals = _proposals(current, resource, value, target)
             best: tuple[float, str, int, StagedModel] | None = None
-            for group in current.prunable_groups():
-                k = units_for_target(current, group, resource.measure, target)
-                if k is None:
-                    continue
+            for group, k in proposals:
                 candidate = pruned_copy(current, group, k)
                 fine_tune(candidate, train, tune, seed + iteration, config.short_steps, desc=f"try {group} -{k}")
                 accuracy = evaluate(candidate, score_set)["accuracy"]
@@ -101,7 +114,7 @@ def netadapt(model: StagedModel, train: Buckets, val: Buckets, resource: Resourc
                 f"proposal accuracy {accuracy:.4f}")
         fine_tune(current, train, tune, seed + 10_000 + iteration, config.long_steps, desc=f"fine-tune {budget.label}")
         member = Member(budget, resource.measure(current), evaluate(current, val)["accuracy"],
-                        copy.deepcopy(current), iteration)
+                        copy.deepcopy(current))
         log(f"budget {budget.label}: {resource.name} {member.resource:g} {resource.unit}, accuracy {member.accuracy:.4f}")
         family.append(member)
         if on_member is not None:

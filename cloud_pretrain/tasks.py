@@ -22,7 +22,6 @@ import torch
 from cloud_pretrain.train import Buckets, TrainConfig
 
 TASKS = ("nwp", "image")
-PRESET_NAMES = ("tiny", "demo", "paper")
 PUBLIC_RENDER_SEED = 1  # the device users' writers are rendered with seed 0
 VAL_FRACTION = 0.1
 

@@ -84,14 +84,13 @@ def compile_bundle(model: nn.Module, task: str, out: str | Path, *, labels: Sequ
     shapes = [ForwardShape(b, n) for n in lengths for b in sorted({1, train_batch})]
     progress = tqdm(total=len(shapes) + 5, desc=f"compile {task} cut={cut} {spec.name}", unit="step")
 
-    forward_parts = []
+    forward_parts = []  # (shape, verification input, imported function taking (x, *frozen, *trainable))
     for shape in shapes:
         x = _sample_input(task, shape.input_shape, len(labels), rng)
         imported = import_stages(stages, torch.from_numpy(x), cut_index=k)
         frozen_names = [n for n in imported.param_names if n not in trainable_names]
         forward_parts.append((shape, x, imported.reorder_params(frozen_names + trainable_names)))
         progress.update()
-    frozen_names = forward_parts[0][2].param_names[: len(frozen_names)]
     values = forward_parts[0][2].param_values
 
     train_shape = next(s for s, _, _ in forward_parts if s.batch == train_batch and s.length == lengths[-1])

@@ -1,6 +1,9 @@
 """Gradients TVM 0.27 lacks, registered so that every cut of both models can train.
 
-Importing this module registers them (`tvm.relax.op.base.register_gradient`). Each follows
+Importing this module registers them (`tvm.relax.op.base.register_gradient`): clip (ReLU6),
+batch_norm, adaptive_avg_pool2d, strided_slice and squeeze (the LSTM import), and take for
+indices of any rank (embedding look-ups, the LSTM's last step). Grouped and depthwise conv2d
+keep TVM's own gradient, which tests/test_compiler_gradients.py checks. Each follows
 PyTorch's backward: ReLU6 (`clip`) passes the gradient strictly inside (min, max) like
 `hardtanh_backward`; `batch_norm` is in inference mode (running statistics are constants, as
 in `model.eval()`). Shapes must be static, which the compiler's exports always are.

@@ -20,10 +20,10 @@ import torch
 import tvm
 from torch import nn
 from tvm import relax
-from tvm.relax.training.utils import AppendLoss
-from tvm.relax.transform import Gradient
 from tvm.relax.training.loss import CrossEntropyLoss
 from tvm.relax.training.optimizer import SGD, Adam, MomentumSGD, Optimizer
+from tvm.relax.training.utils import AppendLoss
+from tvm.relax.transform import Gradient
 
 from compiler import gradients  # noqa: F401  (registers the gradients TVM lacks)
 from compiler.importer import ImportedFunction, import_stages
@@ -120,7 +120,7 @@ def build_training_modules(backbone: ImportedFunction, num_classes: int,
     opt = _relax_optimizer(optimizer).init(params)
     mod["optimizer"] = opt.get_function().with_attr("global_symbol", "optimizer")
     state = [s.numpy() for s in opt.state]
-    mod = _add_entry_points(mod, batch, len(state))
+    mod = _add_entry_points(mod, batch)
     return TrainingModules(
         loss=_keep_only(mod, "loss"),
         update=_keep_only(mod, "update", "gradients"),
@@ -129,13 +129,12 @@ def build_training_modules(backbone: ImportedFunction, num_classes: int,
     )
 
 
-def _add_entry_points(mod: tvm.IRModule, batch: int, num_state: int) -> tvm.IRModule:
-    """Adds `loss`, `gradients` and `update` with flat signatures over the loss, adjoint and optimizer functions."""
+def _add_entry_points(mod: tvm.IRModule, batch: int) -> tvm.IRModule:
+    """Adds `loss`, `gradients` and `update`: flat signatures over the loss, adjoint and optimizer."""
     loss_fn = mod["backbone_loss"]
     cut_info = loss_fn.params[0].ty
     param_infos = [p.ty for p in loss_fn.params[1:-1]]
     state_infos = list(mod["optimizer"].params[2].ty.fields)
-    assert len(state_infos) == num_state
     # Added through the builder, so each GlobalVar carries its function's type (calls need it);
     # `mod` is not legalized, so no call refers to a GlobalVar this re-adding replaces.
     builder = relax.BlockBuilder()
@@ -172,7 +171,7 @@ def _add_entry_points(mod: tvm.IRModule, batch: int, num_state: int) -> tvm.IRMo
         builder.emit_func_output(relax.Tuple(
             [relax.TupleGetItem(out, 0)]
             + [relax.TupleGetItem(new_params, i) for i in range(len(params))]
-            + [relax.TupleGetItem(new_states, i) for i in range(num_state)]))
+            + [relax.TupleGetItem(new_states, i) for i in range(len(states))]))
     return builder.get().with_attrs(mod.attrs)
 
 

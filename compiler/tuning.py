@@ -140,9 +140,9 @@ def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, da
 
     The budget is spread evenly over the tasks (MetaSchedule otherwise spends it on the first
     ones). Records go to `database_dir` (a JSON database, created if missing; None: the
-    target's default, see `default_database_dir`); a task already
-    holding its share of records there is skipped, so a rebuild with the same database tunes
-    nothing new. Candidates build and run in worker processes, each under a timeout.
+    target's default, see `default_database_dir`); a task already tuned there with at least
+    its share of the budget is skipped, so a rebuild with the same database tunes nothing new.
+    Candidates build and run in worker processes, each under a timeout.
     """
     if trials < 0:
         raise ValueError(f"trials must be >= 0, got {trials}")

@@ -11,9 +11,9 @@ from cloud_pretrain.distributed import World
 from cloud_pretrain.models import build_model, example_input, split_at
 from cloud_pretrain.prune import prune_units, units_for_target
 from cloud_pretrain.resources import count_flops, make_resource, parameter_bytes
-from cloud_pretrain.search import parse_budgets
+from cloud_pretrain.search import SearchConfig, netadapt, parse_budgets
 from cloud_pretrain.steptime import compare_step_times
-from cloud_pretrain.train import batch_plan
+from cloud_pretrain.train import TrainConfig, batch_plan
 
 VOCAB = 300
 
@@ -171,3 +171,20 @@ def test_batch_plan_is_seeded_and_ranks_share_it_without_overlap():
     assert len(ranks[0]) == len(ranks[1]) == len(one) // 2
     seen = [(key, i) for plan in ranks for key, idx in plan for i in idx.tolist()]
     assert len(seen) == len(set(seen))  # no example twice in one epoch
+
+
+def test_netadapt_meets_each_budget_and_names_an_unreachable_one():
+    torch.manual_seed(0)
+    model = build_model("nwp", vocab_size=VOCAB, embed_dim=8, hidden_size=16)
+    g = torch.Generator().manual_seed(0)
+    data = {6: (torch.randint(2, VOCAB, (64, 6), generator=g), torch.randint(2, VOCAB, (64,), generator=g))}
+    flops = make_resource("flops", "nwp")
+    tiny = SearchConfig(step_fraction=0.3, short_steps=1, long_steps=1, eval_examples=32)
+    budgets = parse_budgets("60%,30%", flops.measure(model))
+    family = netadapt(model, data, data, flops, budgets, TrainConfig(1, 16, 1e-3), tiny, log=lambda _: None)
+    assert [m.budget.label for m in family] == ["60%", "30%"]
+    for member, budget in zip(family, budgets):
+        assert member.resource == flops.measure(member.model) <= budget.value
+    assert model.config["hidden2_size"] == 16  # the input model is left whole
+    with pytest.raises(RuntimeError, match="out of reach"):
+        netadapt(model, data, data, flops, parse_budgets("1", 1.0), TrainConfig(1, 16, 1e-3), tiny, log=lambda _: None)
