@@ -1,4 +1,4 @@
-"""`autlearn compile`: a pretrained checkpoint -> a verified artifact bundle for a target."""
+"""`autlearn compile`: a pretrained checkpoint or an ONNX file -> a verified artifact bundle for a target."""
 from __future__ import annotations
 
 import argparse
@@ -19,11 +19,16 @@ def _lengths(text: str) -> tuple[int, ...]:
 
 def register(tree: CommandTree) -> None:
     """Adds `compile`."""
-    cmd = tree.command("compile", "compile a checkpoint into forward/loss/update modules (a bundle), "
-                                  "verified against PyTorch")
+    cmd = tree.command("compile", "compile a checkpoint (verified against PyTorch) or an ONNX file (verified "
+                                  "against ONNX Runtime) into forward/loss/update modules (a bundle)")
     cmd.add_argument("--task", required=True, choices=("nwp", "image"))
-    cmd.add_argument("--checkpoint", required=True, type=pathlib.Path, help="checkpoint.pt (or its directory)")
-    cmd.add_argument("--cut", default=None, help="first trainable stage (default: the last FC layer)")
+    source = cmd.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=pathlib.Path, help="checkpoint.pt (or its directory)")
+    source.add_argument("--onnx", type=pathlib.Path, help="an ONNX classifier file (e.g. from `autlearn export`)")
+    cmd.add_argument("--labels", type=pathlib.Path, default=None,
+                     help="with --onnx: class names or vocabulary, one per line (default: the task's defaults)")
+    cmd.add_argument("--cut", default=None, help="first trainable stage, or with --onnx the cut tensor's name "
+                                                 "(default: the last FC layer, or its input tensor)")
     cmd.add_argument("--target", default="host", choices=TARGETS)
     cmd.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
     cmd.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
@@ -38,16 +43,39 @@ def register(tree: CommandTree) -> None:
 
 
 def run_compile(args: argparse.Namespace) -> int:
-    from cloud_pretrain.checkpoint import load_checkpoint
     from compiler import compile_bundle
 
-    model, meta = load_checkpoint(args.checkpoint)
-    if meta["task"] != args.task:
-        raise ValueError(f"checkpoint {args.checkpoint} is a {meta['task']!r} model, not {args.task!r}")
-    labels = meta["vocab"] if args.task == "nwp" else meta["labels"]
+    if args.onnx is not None:
+        model, labels = args.onnx, _onnx_labels(args)
+    else:
+        from cloud_pretrain.checkpoint import load_checkpoint
+
+        if args.labels is not None:
+            raise ValueError("--labels goes with --onnx: a checkpoint carries its own labels")
+        model, meta = load_checkpoint(args.checkpoint)
+        if meta["task"] != args.task:
+            raise ValueError(f"checkpoint {args.checkpoint} is a {meta['task']!r} model, not {args.task!r}")
+        labels = meta["vocab"] if args.task == "nwp" else meta["labels"]
     out = compile_bundle(model, args.task, args.out, labels=labels, cut=args.cut, target=args.target,
                          optimizer=args.optimizer, lr=args.lr, train_batch=args.train_batch,
                          seq_lengths=args.seq_lengths, tune_trials=args.tune_trials,
                          tuning_db=args.tuning_db)
     print(f"bundle written to {out}")
     return 0
+
+
+def _onnx_labels(args: argparse.Namespace) -> list[str]:
+    """--labels (one a line), else the task's defaults: the 62 FEMNIST classes for image; an nwp
+    vocabulary depends on the pretraining run, so nwp needs the file (vocab.txt beside its checkpoint)."""
+    from device_runtime.bundle import read_labels
+
+    if args.labels is not None:
+        if not args.labels.is_file():
+            raise FileNotFoundError(f"--labels file {args.labels} does not exist")
+        return read_labels(args.labels)
+    if args.task == "nwp":
+        raise ValueError("an nwp ONNX model needs --labels FILE: its vocabulary, one token a line "
+                         "(vocab.txt beside its checkpoint)")
+    from cloud_pretrain.data.fonts import FEMNIST_CLASSES
+
+    return list(FEMNIST_CLASSES)

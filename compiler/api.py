@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,10 +19,10 @@ from torch import nn
 from tqdm import tqdm
 
 from compiler.bundle import check_replaceable, write_bundle, write_npz
-from compiler.importer import ImportedFunction, StageChain, import_stages
+from compiler.importer import ImportedFunction, StageChain, import_stages, merge_mains
 from compiler.targets import TargetSpec, linker_for, resolve_target
-from compiler.training import build_trainable_part, optimizer_config, trainable_param_names
-from compiler.verify import verify_forward, verify_training
+from compiler.training import TrainingModules, build_trainable_part, optimizer_config, trainable_param_names
+from compiler.verify import torch_forward_reference, verify_forward, verify_training
 from device_runtime.manifest import Manifest
 
 # Model inputs per task (ARCHITECTURE.md, "Data layer"): name, dtype, shape after the batch.
@@ -46,16 +47,36 @@ class ForwardShape:
         return [self.batch, self.length] if self.length is not None else [self.batch, *IMAGE_SHAPE]
 
 
-def compile_bundle(model: nn.Module, task: str, out: str | Path, *, labels: Sequence[str],
+@dataclasses.dataclass
+class ModelParts:
+    """What the bundle needs from a model, whatever its format (torch stages or an ONNX graph)."""
+
+    cut: str  # the manifest's cut_layer: a stage name, or an ONNX tensor name
+    forward_parts: list[tuple[ForwardShape, np.ndarray, ImportedFunction]]  # (shape, verification x, import)
+    frozen_names: list[str]
+    trainable_names: list[str]
+    values: dict[str, np.ndarray]
+    training: TrainingModules
+    cut_dtype: str
+    cut_shape: list[int]  # after the batch
+    check: Callable[[dict[str, tvm.runtime.Module]], None]  # raises naming the first diverging tensor
+
+
+def compile_bundle(model: nn.Module | str | Path, task: str, out: str | Path, *, labels: Sequence[str],
                    cut: str | None = None, target: str = "host", optimizer: str = "sgd",
                    lr: float = 0.05, train_batch: int = 16, seq_lengths: Sequence[int] = (10,),
                    tune_trials: int = 0, tuning_db: str | Path | None = None,
                    verify: bool = True) -> Path:
-    """Compiles `model` (a torch module with `stages()`) into the bundle directory `out`."""
+    """Compiles `model` into the bundle directory `out`.
+
+    `model` is a torch module with `stages()` (`cut`: a stage name; verified against PyTorch)
+    or the path of an ONNX file (`cut`: a tensor name; verified against ONNX Runtime).
+    """
     if task not in TASK_INPUTS:
         raise ValueError(f"unknown task {task!r}; choose nwp or image")
-    if not hasattr(model, "stages"):
-        raise ValueError(f"{type(model).__name__} has no stages(): the compiler needs a staged model")
+    is_onnx = isinstance(model, (str, Path))
+    if not is_onnx and not hasattr(model, "stages"):
+        raise ValueError(f"{type(model).__name__} has no stages(): the compiler needs a staged model or an ONNX file")
     if train_batch < 1:
         raise ValueError(f"train_batch must be >= 1, got {train_batch}")
     if tune_trials < 0:
@@ -71,65 +92,37 @@ def compile_bundle(model: nn.Module, task: str, out: str | Path, *, labels: Sequ
     linker_for(spec.name)  # a missing cross toolchain fails now, not after minutes of compiling
     check_replaceable(Path(out))
 
-    model = model.eval()
-    stages = list(model.stages())
-    names = [n for n, _ in stages]
-    cut = cut if cut is not None else names[-1]
-    if cut not in names:
-        raise ValueError(f"unknown cut layer {cut!r}; the model's stages are: {', '.join(names)}")
-    k = names.index(cut)
-    trainable_names = trainable_param_names(stages, k)
-
-    rng = np.random.default_rng(VERIFY_SEED)
     shapes = [ForwardShape(b, n) for n in lengths for b in sorted({1, train_batch})]
-    progress = tqdm(total=len(shapes) + 5, desc=f"compile {task} cut={cut} {spec.name}", unit="step")
+    progress = tqdm(total=len(shapes) + 5, desc=f"compile {task} {spec.name}", unit="step")
+    request = PartsRequest(task, cut, shapes, train_batch, len(labels), opt_config,
+                           np.random.default_rng(VERIFY_SEED), progress)
+    if is_onnx:
+        from compiler.onnx_import import onnx_model_parts  # onnx and onnxruntime load only when needed
 
-    forward_parts = []  # (shape, verification input, imported function taking (x, *frozen, *trainable))
-    for shape in shapes:
-        x = _sample_input(task, shape.input_shape, len(labels), rng)
-        imported = import_stages(stages, torch.from_numpy(x), cut_index=k)
-        frozen_names = [n for n in imported.param_names if n not in trainable_names]
-        forward_parts.append((shape, x, imported.reorder_params(frozen_names + trainable_names)))
-        progress.update()
-    values = forward_parts[0][2].param_values
-
-    train_shape = next(s for s, _, _ in forward_parts if s.batch == train_batch and s.length == lengths[-1])
-    cut_info = [f.mod["main"].ret_ty.fields[1] for f in (p[2] for p in forward_parts)]
-    cut_dims = {tuple(int(d) for d in list(info.shape)[1:]) for info in cut_info}
-    if len(cut_dims) != 1:
-        raise ValueError(f"cut {cut!r} gives activations of shapes {sorted(cut_dims)} for the length buckets "
-                         f"{lengths}: cut at or after 'last' stage, or compile one seq_lengths bucket")
-    x_train = next(x for s, x, _ in forward_parts if s == train_shape)
-    with torch.no_grad():
-        cut_sample = StageChain(stages[:k])(torch.from_numpy(x_train)).numpy() if k else x_train
-    labels_sample = rng.integers(0, len(labels), size=train_batch).astype("int64")
-    training = build_trainable_part(stages, k, cut_sample, len(labels), opt_config)
+        parts = onnx_model_parts(Path(model), request)
+    else:
+        parts = _torch_model_parts(model, request)
+    progress.set_description(f"compile {task} cut={parts.cut} {spec.name}")
     progress.update()
 
-    forward_mod = _merge_forward(forward_parts)
+    forward_mod = _merge_forward(parts.forward_parts)
+    training = parts.training
     modules = {"forward": forward_mod, "loss": training.loss, "update": training.update}
     tuning_dir = None
     if tune_trials:
         modules, tuning_dir = _tune(modules, spec, tune_trials, tuning_db)
-    trainable_values = [values[n] for n in trainable_names]
-    frozen_values = [values[n] for n in frozen_names]
-
-    def check(executables: dict[str, tvm.runtime.Module]) -> None:
-        """Runs the host build against PyTorch; raises naming the first tensor that diverges."""
-        for shape, x, _ in forward_parts:
-            verify_forward(executables["forward"], shape.name, x, frozen_values, trainable_values,
-                           StageChain(stages, cut_index=k))
-        verify_training(executables["loss"], executables["update"], cut_sample, labels_sample,
-                        trainable_names, trainable_values, training.state_values, StageChain(stages[k:]),
-                        opt_config)
+    frozen_names, trainable_names = parts.frozen_names, parts.trainable_names
+    trainable_values = [parts.values[n] for n in trainable_names]
+    frozen_values = [parts.values[n] for n in frozen_names]
+    check = parts.check
 
     input_name, input_dtype = TASK_INPUTS[task]
     label_file = "vocab.txt" if task == "nwp" else "labels.txt"
     manifest = Manifest(
-        task=task, target=spec.manifest_entry(), tvm_version=tvm.__version__, cut_layer=cut,
+        task=task, target=spec.manifest_entry(), tvm_version=tvm.__version__, cut_layer=parts.cut,
         input={"name": input_name, "dtype": input_dtype,
                "shape": [None, *shapes[-1].input_shape[1:]] if task == "image" else [None, None]},
-        cut={"dtype": str(cut_info[0].dtype), "shape": [None, *sorted(cut_dims)[0]]},
+        cut={"dtype": parts.cut_dtype, "shape": [None, *parts.cut_shape]},
         num_classes=len(labels), train_batch=train_batch, optimizer=opt_config,
         forward_functions=[{"name": s.name, "batch": s.batch, "input_shape": s.input_shape} for s in shapes],
         params={"frozen": frozen_names, "trainable": trainable_names, "optimizer_state": training.state_names},
@@ -161,17 +154,90 @@ def compile_bundle(model: nn.Module, task: str, out: str | Path, *, labels: Sequ
     return bundle
 
 
-def _sample_input(task: str, shape: list[int], num_classes: int, rng: np.random.Generator) -> np.ndarray:
-    """A verification input: token ids in the vocabulary, or images in [0, 1]."""
-    if task == "nwp":
-        return rng.integers(0, num_classes, size=shape).astype("int64")
-    return rng.random(shape, dtype=np.float32)
+@dataclasses.dataclass
+class PartsRequest:
+    """What every model format is asked for: the forward shapes, the training batch, the optimizer."""
+
+    task: str
+    cut: str | None  # None: the format's default cut (the last FC layer)
+    shapes: list[ForwardShape]
+    train_batch: int
+    num_classes: int
+    optimizer: dict[str, Any]
+    rng: np.random.Generator  # verification inputs and labels
+    progress: tqdm  # one step per forward shape imported
+
+    @property
+    def train_shape(self) -> ForwardShape:
+        """The forward shape whose cut activations train (the longest nwp bucket)."""
+        return next(s for s in reversed(self.shapes) if s.batch == self.train_batch)
+
+    def sample_input(self, shape: ForwardShape) -> np.ndarray:
+        """A verification input: token ids in the vocabulary, or images in [0, 1]."""
+        if self.task == "nwp":
+            return self.rng.integers(0, self.num_classes, size=shape.input_shape).astype("int64")
+        return self.rng.random(shape.input_shape, dtype=np.float32)
+
+    def sample_labels(self) -> np.ndarray:
+        return self.rng.integers(0, self.num_classes, size=self.train_batch).astype("int64")
+
+
+def cut_type(forward_parts: list[tuple[ForwardShape, np.ndarray, ImportedFunction]],
+             cut: str) -> tuple[str, list[int]]:
+    """The cut activation's dtype and shape after the batch; one shape for every length bucket."""
+    cut_info = [imported.mod["main"].ret_ty.fields[1] for _, _, imported in forward_parts]
+    cut_dims = {tuple(int(d) for d in list(info.shape)[1:]) for info in cut_info}
+    lengths = sorted({shape.length for shape, _, _ in forward_parts if shape.length is not None})
+    if len(cut_dims) != 1:
+        raise ValueError(f"cut {cut!r} gives activations of shapes {sorted(cut_dims)} for the length buckets "
+                         f"{lengths}: cut at or after 'last' stage, or compile one seq_lengths bucket")
+    return str(cut_info[0].dtype), list(sorted(cut_dims)[0])
+
+
+def _torch_model_parts(model: nn.Module, request: PartsRequest) -> ModelParts:
+    """A staged torch model cut at stage `request.cut`, verified against PyTorch."""
+    model = model.eval()
+    stages = list(model.stages())
+    names = [n for n, _ in stages]
+    cut = request.cut if request.cut is not None else names[-1]
+    if cut not in names:
+        raise ValueError(f"unknown cut layer {cut!r}; the model's stages are: {', '.join(names)}")
+    k = names.index(cut)
+    trainable_names = trainable_param_names(stages, k)
+
+    forward_parts = []
+    for shape in request.shapes:
+        x = request.sample_input(shape)
+        imported = import_stages(stages, torch.from_numpy(x), cut_index=k)
+        frozen_names = [n for n in imported.param_names if n not in trainable_names]
+        forward_parts.append((shape, x, imported.reorder_params(frozen_names + trainable_names)))
+        request.progress.update()
+    cut_dtype, cut_shape = cut_type(forward_parts, cut)
+    values = forward_parts[0][2].param_values
+
+    x_train = next(x for s, x, _ in forward_parts if s == request.train_shape)
+    with torch.no_grad():
+        cut_sample = StageChain(stages[:k])(torch.from_numpy(x_train)).numpy() if k else x_train
+    labels_sample = request.sample_labels()
+    training = build_trainable_part(stages, k, cut_sample, request.num_classes, request.optimizer)
+    frozen_values = [values[n] for n in frozen_names]
+    trainable_values = [values[n] for n in trainable_names]
+
+    def check(executables: dict[str, tvm.runtime.Module]) -> None:
+        for shape, x, _ in forward_parts:
+            verify_forward(executables["forward"], shape.name, x, frozen_values, trainable_values,
+                           torch_forward_reference(StageChain(stages, cut_index=k)))
+        verify_training(executables["loss"], executables["update"], cut_sample, labels_sample,
+                        trainable_names, trainable_values, training.state_values, StageChain(stages[k:]),
+                        request.optimizer)
+
+    return ModelParts(cut, forward_parts, frozen_names, trainable_names, values, training, cut_dtype, cut_shape,
+                      check)
 
 
 def _merge_forward(parts: list[tuple[ForwardShape, np.ndarray, ImportedFunction]]) -> tvm.IRModule:
     """One module with a `forward_b{B}[_l{L}]` function per shape."""
-    return tvm.IRModule({shape.name: imported.mod["main"].with_attr("global_symbol", shape.name)
-                         for shape, _, imported in parts})
+    return merge_mains({shape.name: imported.mod for shape, _, imported in parts})
 
 
 def _tune(modules: dict[str, tvm.IRModule], spec: TargetSpec, trials: int,

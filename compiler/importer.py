@@ -68,7 +68,9 @@ class ImportedFunction:
         inputs = list(func.params[: self.num_inputs])
         by_name = dict(zip(self.param_names, func.params[self.num_inputs:]))
         new = relax.Function(inputs + [by_name[n] for n in names], func.body, func.ret_ty, func.is_pure, func.attrs)
-        return dataclasses.replace(self, mod=tvm.IRModule({"main": new}), param_names=list(names))
+        mod = tvm.IRModule({gvar: f for gvar, f in self.mod.functions.items() if gvar.name_hint != "main"})
+        mod["main"] = new  # helper PrimFuncs (the ONNX importer emits some) are kept
+        return dataclasses.replace(self, mod=mod, param_names=list(names))
 
 
 def import_stages(stages: Sequence[tuple[str, nn.Module]], example: torch.Tensor,
@@ -129,3 +131,27 @@ def normalize_negative_take(mod: tvm.IRModule) -> tvm.IRModule:
             func = _NegativeTakeIndex().visit_expr(func)
         out[gvar] = func
     return out
+
+
+@relax.expr_functor.mutator
+class _RenameGlobals(relax.PyExprMutator):
+    """References to global functions redirected by name."""
+
+    def __init__(self, mapping: dict[str, tvm.ir.GlobalVar]) -> None:
+        super().__init__()
+        self.mapping = mapping
+
+    def visit_global_var_(self, op: tvm.ir.GlobalVar) -> relax.Expr:
+        return self.mapping.get(op.name_hint, op)
+
+
+def merge_mains(named: dict[str, tvm.IRModule]) -> tvm.IRModule:
+    """One module holding each module's `main` under its new name; the helper functions they
+    call are added apart (identical ones shared) and renamed where names clash."""
+    builder = relax.BlockBuilder()
+    for name, mod in named.items():
+        helpers = {gvar.name_hint: builder.add_func(func, gvar.name_hint)
+                   for gvar, func in mod.functions.items() if gvar.name_hint != "main"}
+        main = _RenameGlobals(helpers).visit_expr(mod["main"]) if helpers else mod["main"]
+        builder.add_func(main.with_attr("global_symbol", name), name)
+    return builder.get()

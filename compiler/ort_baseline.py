@@ -26,6 +26,7 @@ class OrtTrainer:
     module: ort_api.Module
     optimizer: ort_api.Optimizer
     label_dtype: np.dtype
+    state: ort_api.CheckpointState  # parameters, with their gradients after a step
 
     def step(self, cut: np.ndarray, labels: np.ndarray) -> float:
         self.module.lazy_reset_grad()
@@ -49,9 +50,6 @@ def _cap_ir_version(path: Path) -> None:
 def build_ort_trainer(trainable: nn.Module, cut_example: torch.Tensor, *, lr: float, workdir: Path,
                       threads: int) -> OrtTrainer:
     """ORT training artifacts for `trainable` (cut -> logits) in `workdir`, loaded into a trainer."""
-    if lr <= 0 or threads < 1:
-        raise ValueError(f"need lr > 0 and threads >= 1, got lr={lr}, threads={threads}")
-    onnxruntime.set_default_logger_severity(ORT_LOG_ERRORS_ONLY)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     onnx_path = workdir / "trainable.onnx"
@@ -60,11 +58,23 @@ def build_ort_trainer(trainable: nn.Module, cut_example: torch.Tensor, *, lr: fl
                       training=torch.onnx.TrainingMode.EVAL)
     model = onnx.load(str(onnx_path))
     trainable_names = {name for name, p in trainable.named_parameters() if p.requires_grad}
-    initializers = [init.name for init in model.graph.initializer]
-    requires_grad = [n for n in initializers if n in trainable_names]
-    missing = trainable_names - set(requires_grad)
+    missing = trainable_names - {init.name for init in model.graph.initializer}
     if missing:
         raise RuntimeError(f"the ONNX export renamed or folded trainable parameters: {sorted(missing)}")
+    return load_ort_trainer(model, trainable_names, lr=lr, workdir=workdir, threads=threads)
+
+
+def load_ort_trainer(model: onnx.ModelProto, trainable_names: set[str], *, lr: float, workdir: Path,
+                     threads: int) -> OrtTrainer:
+    """ORT training artifacts for an ONNX model (cut -> logits) whose `trainable_names`
+    initializers train and every other initializer is frozen; cross-entropy (mean), SGD at `lr`."""
+    if lr <= 0 or threads < 1:
+        raise ValueError(f"need lr > 0 and threads >= 1, got lr={lr}, threads={threads}")
+    onnxruntime.set_default_logger_severity(ORT_LOG_ERRORS_ONLY)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    initializers = [init.name for init in model.graph.initializer]
+    requires_grad = [n for n in initializers if n in trainable_names]
     artifacts.generate_artifacts(
         model, requires_grad=requires_grad, frozen_params=[n for n in initializers if n not in trainable_names],
         loss=artifacts.LossType.CrossEntropyLoss, optimizer=artifacts.OptimType.SGD,
@@ -84,4 +94,4 @@ def build_ort_trainer(trainable: nn.Module, cut_example: torch.Tensor, *, lr: fl
                         if i.name == module.input_names()[1])
     label_dtype = onnx.helper.tensor_dtype_to_np_dtype(labels_input.type.tensor_type.elem_type)
     module.train()
-    return OrtTrainer(module, optimizer, label_dtype)
+    return OrtTrainer(module, optimizer, label_dtype, state)

@@ -109,7 +109,7 @@ def build_training_modules(backbone: ImportedFunction, num_classes: int,
         raise ValueError(f"the trainable part must return logits [batch, classes], got {logits_info}")
     batch = int(logits_info.shape[0])
     if int(logits_info.shape[1]) != num_classes:
-        raise ValueError(f"the model outputs {logits_info.shape[1]} classes, labels list {num_classes}")
+        raise ValueError(f"the model outputs {int(logits_info.shape[1])} classes, labels list {num_classes}")
     mod = tvm.IRModule({"backbone": func.with_attr("global_symbol", "backbone")})
     loss = CrossEntropyLoss(reduction="mean")
     mod = AppendLoss("backbone", loss(relax.TensorType(logits_info.shape, "float32"),

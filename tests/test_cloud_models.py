@@ -188,3 +188,15 @@ def test_netadapt_meets_each_budget_and_names_an_unreachable_one():
     assert model.config["hidden2_size"] == 16  # the input model is left whole
     with pytest.raises(RuntimeError, match="out of reach"):
         netadapt(model, data, data, flops, parse_budgets("1", 1.0), TrainConfig(1, 16, 1e-3), tiny, log=lambda _: None)
+
+
+def test_resources_measure_the_model_and_name_bad_choices():
+    model = build_model("nwp", vocab_size=VOCAB, embed_dim=8, hidden_size=16)
+    latency = make_resource("latency", "nwp")
+    assert latency.unit == "ms" and latency.measure(model) > 0
+    assert make_resource("params", "nwp").measure(model) == sum(p.numel() * 4 for p in model.parameters())
+    # FLOPs by hand at batch 1, length 10: two LSTMs (4 gates) and the FC layer
+    lstm = 10 * 2 * 4 * 16 * ((8 + 16) + (16 + 16))
+    assert make_resource("flops", "nwp").measure(model) == lstm + 2 * 16 * VOCAB
+    with pytest.raises(ValueError, match="unknown resource 'energy'"):
+        make_resource("energy", "nwp")
