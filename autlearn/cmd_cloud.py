@@ -64,7 +64,7 @@ def _add_budget_flags(parser: argparse.ArgumentParser, default_budgets: str | No
                         help="what a budget limits: FLOPs, parameter bytes, or latency in ms (default flops)")
     parser.add_argument("--budgets", required=default_budgets is None, default=default_budgets,
                         help="comma-separated; N%% is relative to the unpruned model, a plain number is "
-                             f"absolute (FLOPs, bytes or ms){'' if default_budgets is None else f'; default {default_budgets}'}")
+                             f"absolute (FLOPs, bytes or ms){'' if default_budgets is None else '; default ' + default_budgets.replace('%', '%%')}")
 
 
 def _set_threads(args: argparse.Namespace) -> None:

@@ -32,6 +32,7 @@ from compiler.targets import resolve_target
 from compiler.tuning import default_database_dir
 
 TASK_INPUT_SHAPES = {"nwp": None, "image": (1, 28, 28)}  # nwp: [batch, seq_length] token ids
+TIMING_BLOCK = 5  # consecutive calls of one implementation per round
 GOALS = {"update_speedup_vs_torch": 2.0, "update_speedup_vs_ort": 2.0, "forward_speedup_vs_torch": 1.3}
 
 
@@ -53,20 +54,26 @@ def set_threads(threads: int) -> None:
                            "before TVM runs anything in this process")
 
 
-def time_side_by_side(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int,
+def time_side_by_side(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int, block: int = 5,
                       desc: str = "timing", progress: bool = True) -> dict[str, float]:
-    """Median milliseconds per call of each function, measured in interleaved rounds."""
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup}, {repeats}")
+    """Median milliseconds per call of each function, over `repeats` rounds of `block` calls each.
+
+    Rounds alternate between the functions so that changes in machine load hit them alike;
+    within a round each runs `block` times in a row, so one implementation's idle threads
+    (thread pools that spin after work) disturb at most the first call of the next block.
+    """
+    if warmup < 0 or repeats < 1 or block < 1:
+        raise ValueError(f"need warmup >= 0, repeats >= 1 and block >= 1, got {warmup}, {repeats}, {block}")
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in tqdm(range(repeats), desc=desc, unit="round", disable=not progress):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - start) * 1e3)
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
@@ -180,7 +187,7 @@ def bench_compiler(model: nn.Module, task: str, labels: Sequence[str], work_dir:
                    "ort": lambda: ort.step(cut_acts, y_train)}
         updates |= {v: _TvmUpdate(b, cut_acts, y_train) for v, b in bundles.items()}
         first_loss = {name: fn() for name, fn in updates.items()}
-        update_ms = time_side_by_side(updates, warmup=warmup, repeats=repeats, desc="update step",
+        update_ms = time_side_by_side(updates, warmup=warmup, repeats=repeats, block=TIMING_BLOCK, desc="update step",
                                       progress=progress)
 
     x_torch = torch.from_numpy(x_one)
@@ -190,7 +197,8 @@ def bench_compiler(model: nn.Module, task: str, labels: Sequence[str], work_dir:
             return model(x_torch)
 
     forwards = {"torch": torch_forward} | {v: _forward_fn(b, x_one) for v, b in bundles.items()}
-    forward_ms = time_side_by_side(forwards, warmup=warmup, repeats=repeats, desc="forward", progress=progress)
+    forward_ms = time_side_by_side(forwards, warmup=warmup, repeats=repeats, block=TIMING_BLOCK, desc="forward",
+                                  progress=progress)
 
     ms = {"update": update_ms, "forward": forward_ms}
     best = "tvm_tuned" if "tvm_tuned" in bundles else "tvm_untuned"

@@ -127,3 +127,10 @@ def test_build_pretrains_prunes_and_compiles_a_bundle(tmp_path, capsys):
     model, _ = load_checkpoint(source)
     assert manifest["task"] == "nwp" and manifest["num_classes"] == 10_002
     assert manifest["cut"]["shape"][1:] == [model.config["hidden2_size"]]  # the chosen model was compiled
+
+
+@pytest.mark.parametrize("command", ["pretrain", "prune", "export", "build"])
+def test_every_cloud_command_prints_its_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0 and "--out" in capsys.readouterr().out

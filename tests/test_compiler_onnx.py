@@ -5,6 +5,8 @@ the PyTorch model the ONNX file was exported from, on the device runtime.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -13,7 +15,6 @@ import tvm
 from conftest import TINY_CLASSES, TINY_TRAIN_BATCH, TINY_VOCAB, tiny_image_model, tiny_nwp_model
 
 from autlearn.cli import main
-from cloud_pretrain.export import export_model
 from compiler import compile_bundle
 from compiler.onnx_import import import_trainable, load_onnx, ort_forward_reference, ort_training_reference
 from compiler.targets import resolve_target
@@ -37,11 +38,17 @@ def image_model():
     return model
 
 
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """torch's TorchScript ONNX exporter, batch dynamic: 1 s, where `autlearn export`'s dynamo
+    exporter takes 30 s for the tiny MobileNetV2 on 2 cores (its files compile too: see the report)."""
+    torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}})
+    return path
+
+
 @pytest.fixture(scope="module")
 def image_onnx(image_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx")
-    (path,) = [p for p in export_model(image_model, "image", out) if p.suffix == ".onnx"]
-    return path
+    return export_onnx(image_model, torch.rand(2, 1, 28, 28), tmp_path_factory.mktemp("onnx") / "model.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +65,9 @@ def test_onnx_bundle_runs_on_the_device_and_one_update_matches_torch(image_bundl
     manifest = read_manifest(image_bundle)
     linear = image_model.classifier[1]
     assert manifest.params["trainable"] == ["classifier.1.weight", "classifier.1.bias"]
-    assert manifest.params["frozen"] and all(n.startswith("features.") for n in manifest.params["frozen"])
+    initializers = {init.name for init in onnx.load(str(image_onnx)).graph.initializer}
+    frozen = manifest.params["frozen"]
+    assert frozen and set(frozen) <= initializers - set(manifest.params["trainable"])
     assert manifest.cut == {"dtype": "float32", "shape": [None, linear.in_features]}
     (gemm,) = [node for node in onnx.load(str(image_onnx)).graph.node if node.op_type == "Gemm"]
     assert manifest.cut_layer == gemm.input[0]
@@ -140,7 +149,7 @@ def test_cli_takes_a_checkpoint_or_an_onnx_file_not_both(image_onnx, tmp_path, c
 
 def test_nwp_lstm_onnx_is_refused_naming_the_operator(tmp_path):
     """TVM 0.27's ONNX frontend has no LSTM converter: the nwp model must come as a checkpoint."""
-    (path,) = [p for p in export_model(tiny_nwp_model(), "nwp", tmp_path, lengths=(6,)) if p.suffix == ".onnx"]
+    path = export_onnx(tiny_nwp_model(), torch.randint(0, TINY_VOCAB, (2, 6)), tmp_path / "nwp.onnx")
     vocab = [f"w{i}" for i in range(TINY_VOCAB)]
     with pytest.raises(ValueError, match="seq_lengths"):
         compile_bundle(path, "nwp", tmp_path / "b", labels=vocab, seq_lengths=(7,))
