@@ -1,8 +1,11 @@
-"""`compile_bundle`: a staged torch model -> a verified artifact bundle (ARCHITECTURE.md).
+"""`compile_bundle`: a staged torch model or an ONNX file -> a verified artifact bundle (ARCHITECTURE.md).
 
 The model is cut at stage K: forward.so runs every stage and also returns the input of K;
 loss.so and update.so hold stages K.. plus cross-entropy, its gradients and the optimizer step.
 Stages before K and the buffers of the trainable stages (batch-norm statistics) stay frozen.
+Each format supplies its `ModelParts` (imported functions, parameters, the training modules and
+a verification against its own framework); the bundle is written the same way for both.
+An ONNX file is cut at a tensor instead of a stage: compiler/onnx_import.py.
 """
 from __future__ import annotations
 

@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime
+import tvm
 from onnx import numpy_helper
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.onnx import from_onnx
-
-import tvm
 
 from compiler.api import ModelParts, PartsRequest, cut_type
 from compiler.importer import ImportedFunction, normalize_negative_take
@@ -69,7 +68,8 @@ class OnnxModel:
         part = {init.name for init in self.extract([cut], [self.logits_name]).graph.initializer}
         names = [n for n in self.param_names if n in part]
         if not names:
-            raise ValueError(f"the part of the graph from cut {cut!r} to {self.logits_name!r} has no parameters to train")
+            raise ValueError(f"the part of the graph from cut {cut!r} to {self.logits_name!r} "
+                             "has no parameters to train")
         return names
 
 
