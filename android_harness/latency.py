@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from android_harness.push import push_bundle, read_intact_manifest, remote_path
 from android_harness.transports import Transport
+from device_runtime.bundle import load_param_arrays
 from device_runtime.manifest import Manifest
 
 
@@ -42,14 +43,7 @@ class FunctionLatency:
 def bundle_arrays(bundle: Path, manifest: Manifest) -> dict[str, list[np.ndarray]]:
     """Frozen, trainable and optimizer-state arrays in the manifest's order."""
     files = {"frozen": "frozen.npz", "trainable": "trainable.npz", "optimizer_state": "optimizer.npz"}
-    arrays = {}
-    for key, file in files.items():
-        with np.load(Path(bundle) / file, allow_pickle=False) as npz:
-            missing = [n for n in manifest.params[key] if n not in npz.files]
-            if missing:
-                raise ValueError(f"{file} lacks the manifest's arrays: {', '.join(missing)}")
-            arrays[key] = [npz[n] for n in manifest.params[key]]
-    return arrays
+    return {key: load_param_arrays(Path(bundle) / file, manifest.params[key]) for key, file in files.items()}
 
 
 def sample_input(manifest: Manifest, shape: list[int], rng: np.random.Generator) -> np.ndarray:

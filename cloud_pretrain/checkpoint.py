@@ -9,32 +9,24 @@ rebuilds from the same file. Writes are atomic: a temp file in the same director
 from __future__ import annotations
 
 import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cloud_pretrain.models import StagedModel, build_model
+from device_runtime.files import atomic_write_bytes
 
 REQUIRED_KEYS = ("task", "config", "state_dict", "metrics")
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """`torch.save` to a temp file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """`torch.save` that a killed process cannot leave half-written (the device's atomic write)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
 
 
 def save_checkpoint(path: str | os.PathLike, model: StagedModel, task: str, *,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from device_runtime.files import read_npz
 from device_runtime.manifest import Manifest, mismatched_files, read_manifest
 
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
@@ -63,12 +64,13 @@ def verify_bundle(root: Path) -> Manifest:
     return manifest
 
 
-def _load_npz(path: Path, names: list[str]) -> list[np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        missing = [n for n in names if n not in npz.files]
-        if missing:
-            raise ValueError(f"{path.name} lacks the manifest's arrays: {', '.join(missing)}")
-        return [np.require(npz[n], requirements="C") for n in names]  # keeps 0-d arrays 0-d
+def load_param_arrays(path: Path, names: list[str]) -> list[np.ndarray]:
+    """The arrays `names` of a bundle's .npz, in that order; an error names any that is missing."""
+    arrays = read_npz(path, "bundle parameter file")
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise ValueError(f"{Path(path).name} lacks the manifest's arrays: {', '.join(missing)}")
+    return [np.require(arrays[n], requirements="C") for n in names]  # keeps 0-d arrays 0-d
 
 
 @dataclasses.dataclass
@@ -102,7 +104,7 @@ def load_bundle(root: str | Path) -> Bundle:
     params = manifest.params
 
     def tensors(file: str, names: list[str]) -> list[Any]:
-        return [tvm.runtime.tensor(a, device) for a in _load_npz(root / file, names)]
+        return [tvm.runtime.tensor(a, device) for a in load_param_arrays(root / file, names)]
 
     labels = read_labels(root / manifest.label_file)
     if len(labels) != manifest.num_classes:

@@ -1,7 +1,7 @@
 """The bundle's `manifest.json`: what the compiler promises and the device checks.
 
 Shared by both sides of the contract (ARCHITECTURE.md, "The artifact bundle"): the compiler
-writes it, `device_runtime/bundle.py` reads it. Standard library only, so the device can use it.
+writes it, `device_runtime/bundle.py` reads it. No torch, so the device can use it.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from device_runtime.files import read_json_object
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -130,10 +132,4 @@ def read_manifest(root: Path) -> Manifest:
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no {MANIFEST_NAME} in bundle directory {root}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object")
-    return Manifest.from_json(data)
+    return Manifest.from_json(read_json_object(path, "bundle manifest"))

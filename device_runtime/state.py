@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from device_runtime.checkpoint import atomic_write_bytes, load_checkpoint
+from device_runtime.checkpoint import load_checkpoint
+from device_runtime.files import atomic_write_bytes, read_json_object
 from device_runtime.learner import Learner
 
 OFFLINE_CHECKPOINT = "checkpoint.npz"
@@ -26,13 +27,7 @@ def read_status(state_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"state directory {state_dir} does not exist")
     if not path.is_file():
         raise FileNotFoundError(f"no {STATUS_NAME} in {state_dir}: no offline or online run has used it")
-    try:
-        status = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(status, dict):
-        raise ValueError(f"{path} must hold a JSON object")
-    return status
+    return read_json_object(path, "status file")
 
 
 def update_status(state_dir: str | Path, mode: str, section: dict[str, Any]) -> None:

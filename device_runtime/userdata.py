@@ -6,11 +6,11 @@ checked against the bundle here, so training never meets a bad sample halfway th
 from __future__ import annotations
 
 import dataclasses
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from device_runtime.files import read_npz
 from device_runtime.guards import check_labels
 from device_runtime.manifest import sha256_file
 from device_runtime.model import DeviceModel
@@ -30,13 +30,7 @@ class UserData:
 def load_user_data(path: str | Path, model: DeviceModel) -> UserData:
     """Reads and checks a user's .npz against the bundle; errors name the file and the array."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"user data file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise ValueError(f"user data {path} is not a readable .npz: {err}") from err
+    arrays = read_npz(path, "user data file")
     for key in ("x", "y"):
         if key not in arrays:
             raise ValueError(f"user data {path} lacks the array {key!r} (has: {', '.join(sorted(arrays)) or 'none'})")
