@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 
 from autlearn.cli import CommandTree
@@ -61,6 +62,12 @@ def run_compile(args: argparse.Namespace) -> int:
                          seq_lengths=args.seq_lengths, tune_trials=args.tune_trials,
                          tuning_db=args.tuning_db)
     print(f"bundle written to {out}")
+    if args.tune_trials:
+        from compiler.api import TUNING_SUMMARY
+
+        for key, run in json.loads((out / TUNING_SUMMARY).read_text()).items():
+            print(f"tuned {key}: {run['trials']} trials run ({run['failed_trials']} failed), "
+                  f"{run['tuned_tasks']} of {run['tasks']} tasks tuned in this run, {run['seconds']} s")
     return 0
 
 

@@ -10,6 +10,7 @@ An ONNX file is cut at a tensor instead of a stage: compiler/onnx_import.py.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ from device_runtime.manifest import Manifest
 TASK_INPUTS = {"nwp": ("tokens", "int64"), "image": ("image", "float32")}
 IMAGE_SHAPE = (1, 28, 28)
 VERIFY_SEED = 0
+TUNING_SUMMARY = "tuning/summary.json"  # per module: trials run, tasks, seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,9 +113,9 @@ def compile_bundle(model: nn.Module | str | Path, task: str, out: str | Path, *,
     forward_mod = _merge_forward(parts.forward_parts)
     training = parts.training
     modules = {"forward": forward_mod, "loss": training.loss, "update": training.update}
-    tuning_dir = None
+    tuning_dir, tuning_summary = None, None
     if tune_trials:
-        modules, tuning_dir = _tune(modules, spec, tune_trials, tuning_db)
+        modules, tuning_dir, tuning_summary = _tune(modules, spec, tune_trials, tuning_db)
     frozen_names, trainable_names = parts.frozen_names, parts.trainable_names
     trainable_values = [parts.values[n] for n in trainable_names]
     frozen_values = [parts.values[n] for n in frozen_names]
@@ -151,6 +153,7 @@ def compile_bundle(model: nn.Module | str | Path, task: str, out: str | Path, *,
         (root / label_file).write_text("".join(f"{label}\n" for label in labels))
         if tuning_dir is not None:
             shutil.copytree(tuning_dir, root / "tuning", ignore=shutil.ignore_patterns("logs"))
+            (root / TUNING_SUMMARY).write_text(json.dumps(tuning_summary, indent=2) + "\n")
 
     bundle = write_bundle(Path(out), manifest, fill)
     progress.close()
@@ -244,11 +247,15 @@ def _merge_forward(parts: list[tuple[ForwardShape, np.ndarray, ImportedFunction]
 
 
 def _tune(modules: dict[str, tvm.IRModule], spec: TargetSpec, trials: int,
-          tuning_db: str | Path | None) -> tuple[dict[str, tvm.IRModule], Path]:
-    """MetaSchedule-tuned modules (compiler.tuning) and the database directory they used."""
+          tuning_db: str | Path | None) -> tuple[dict[str, tvm.IRModule], Path, dict[str, Any]]:
+    """MetaSchedule-tuned modules (compiler.tuning), their database directory, and per module
+    how many trials ran (a reused database runs none): the bundle keeps it in tuning/summary.json."""
     from compiler.tuning import tune_module
 
     results = {key: tune_module(mod, spec.tvm_target(), trials=trials,
                                 database_dir=Path(tuning_db) if tuning_db is not None else None)
                for key, mod in modules.items()}
-    return {key: r.mod for key, r in results.items()}, results["forward"].database_dir
+    summary = {key: {"trials": r.trials, "failed_trials": r.failed_trials, "tasks": r.tasks,
+                     "tuned_tasks": r.tuned_tasks, "seconds": round(r.seconds, 1)}
+               for key, r in results.items()}
+    return {key: r.mod for key, r in results.items()}, results["forward"].database_dir, summary
