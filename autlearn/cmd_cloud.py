@@ -45,6 +45,10 @@ def register(tree: CommandTree) -> None:
     build = tree.command("build", "pretrain, prune and compile in one command")
     _add_common_flags(build)
     _add_budget_flags(build, default_budgets=BUILD_BUDGETS)
+    build.add_argument("--target", default="host", choices=("host", "android-arm64", "linux-arm64"),
+                       help="where the bundle runs (default host)")
+    build.add_argument("--tune-trials", type=int, default=0,
+                       help="MetaSchedule trials per module (default 0: untuned)")
     build.set_defaults(func=run_build)
 
 
@@ -121,6 +125,7 @@ def run_build(args: argparse.Namespace) -> None:
     from cloud_pretrain.family import prune_family
     from cloud_pretrain.pretrain import pretrain
     from cloud_pretrain.tasks import get_preset
+    from compiler import compile_bundle
 
     _set_threads(args)
     checkpoint = pretrain(args.task, args.preset, args.out / "pretrain", seed=args.seed)
@@ -128,14 +133,8 @@ def run_build(args: argparse.Namespace) -> None:
                         preset=args.preset, seed=args.seed)
     best = _print_family(rows, args.out / "prune")
     chosen = checkpoint if best["model"] == "unpruned" else args.out / "prune" / best["model"] / "checkpoint.pt"
-    try:
-        from compiler import compile_bundle
-    except ImportError:
-        print(f"build stopped after pruning: the compiler (compiler.compile_bundle) is not available yet; "
-              f"chosen model: {chosen}")
-        return
     model, meta = load_checkpoint(chosen)
     labels = meta["vocab"] if args.task == "nwp" else meta["labels"]
-    bundle = compile_bundle(model, args.task, args.out / "bundle", labels=labels,
-                            seq_lengths=get_preset(args.task, args.preset).buckets)
+    bundle = compile_bundle(model, args.task, args.out / "bundle", labels=labels, target=args.target,
+                            tune_trials=args.tune_trials, seq_lengths=get_preset(args.task, args.preset).buckets)
     print(f"bundle: {bundle}")

@@ -111,16 +111,11 @@ def test_cli_errors_are_one_line_naming_the_problem(tmp_path, tiny_run, capsys):
 
 @pytest.mark.slow
 def test_build_pretrains_prunes_and_compiles_a_bundle(tmp_path, capsys):
-    """The whole cloud side in one command; compiles with the real compiler when it is there."""
+    """The whole cloud side in one command, ending in a bundle of the chosen model."""
     assert main(["build", "--task", "nwp", "--preset", "tiny", "--budgets", "70%", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert (tmp_path / "pretrain" / "checkpoint.pt").is_file()
     assert (tmp_path / "prune" / "budget-1" / "checkpoint.pt").is_file()
-    try:
-        import compiler  # noqa: F401
-    except ImportError:
-        assert "build stopped after pruning" in printed
-        return
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     chosen = printed.split("fastest within 1 point of accuracy: ")[1].split()[0]
     source = tmp_path / ("pretrain" if chosen == "unpruned" else f"prune/{chosen}") / "checkpoint.pt"
