@@ -38,3 +38,30 @@ def test_elf_machine_check(tmp_path):
     (tmp_path / "x.so").write_text("not elf")
     with pytest.raises(RuntimeError, match="not an ELF"):
         check_elf_machine(tmp_path / "x.so", ELF_MACHINE_AARCH64)
+
+
+def test_android_bundle_links_through_the_ndk_compiler_and_the_host_refuses_it(tmp_path, monkeypatch):
+    """No NDK can be installed here, so TVM_NDK_CC names a FAKE NDK: a script that logs its
+    call and links with Debian's arm64 gcc. What is real: TVM's NDK path, the arm64 objects,
+    the manifest's Android triple, and the device's refusal of a bundle for another target."""
+    import shutil
+
+    from compiler import compile_bundle
+    from conftest import TINY_TRAIN_BATCH, TINY_VOCAB, tiny_nwp_model
+    from device_runtime.bundle import verify_bundle
+    from device_runtime.manifest import read_manifest
+
+    calls = tmp_path / "fake-ndk-calls.log"
+    fake_ndk = tmp_path / "fake-ndk-aarch64-linux-android24-clang"
+    fake_ndk.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {shutil.which("aarch64-linux-gnu-gcc")} "$@"\n')
+    fake_ndk.chmod(0o755)
+    monkeypatch.setenv(NDK_ENV, str(fake_ndk))
+    out = compile_bundle(tiny_nwp_model(), "nwp", tmp_path / "android", labels=[f"w{i}" for i in range(TINY_VOCAB)],
+                         target="android-arm64", seq_lengths=(4,), train_batch=TINY_TRAIN_BATCH)
+    manifest = read_manifest(out)
+    assert manifest.target["triple"] == "aarch64-linux-android"
+    assert len(calls.read_text().splitlines()) == len(manifest.modules)  # every module linked by the NDK
+    for module in manifest.modules.values():
+        check_elf_machine(out / module, ELF_MACHINE_AARCH64)
+    with pytest.raises(ValueError, match="aarch64-linux-android"):
+        verify_bundle(out)
