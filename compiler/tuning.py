@@ -7,6 +7,7 @@ is not tuned again.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -134,6 +135,22 @@ def search_strategy(per_task: int) -> ms.search_strategy.EvolutionarySearch:
         genetic_num_iters=4 if per_task >= 16 else 2)
 
 
+@contextlib.contextmanager
+def _foreign_handlers_detached():
+    """MetaSchedule re-configures its logger with `dictConfig`, naming every handler already on
+    it: a handler someone else attached (unnamed, or named outside its config) makes that raise.
+    Detach those for the tuning run and put them back after."""
+    logger = logging.getLogger(ms.logging.__name__.rsplit(".", 1)[0])
+    foreign = [h for h in logger.handlers if not (h.get_name() or "").startswith(logger.name)]
+    for handler in foreign:
+        logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in foreign:
+            logger.addHandler(handler)
+
+
 def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, database_dir: Path | None,
                 progress: bool = True) -> TuningResult:
     """Tunes `mod` for `target` with about `trials` candidates measured in all, then applies the database.
@@ -169,8 +186,9 @@ def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, da
     if pending:
         # The per-task tables go to database_dir/logs; the console gets the progress bar.
         logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            pending, work_dir=str(database_dir), strategy=search_strategy(per_task), seed=0)
+        with _foreign_handlers_detached():
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                pending, work_dir=str(database_dir), strategy=search_strategy(per_task), seed=0)
         budget = per_task * len(pending)
         builder = PersistentPoolBuilder(max_workers=min(2, os.cpu_count() or 1))
         with tqdm(total=budget, unit="trial", desc=f"tuning {len(pending)} tasks",

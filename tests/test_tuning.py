@@ -70,3 +70,26 @@ def test_database_location_follows_target_and_env(monkeypatch, tmp_path):
 def test_bad_trial_count_is_refused(tmp_path):
     with pytest.raises(ValueError, match="trials must be >= 0"):
         tune_module(weight_gradient_module(), TARGET, trials=-1, database_dir=tmp_path)
+
+
+def test_a_handler_attached_by_someone_else_does_not_break_tuning(tmp_path):
+    """MetaSchedule's logger set-up raises on an unnamed handler on its logger (seen when other
+    code in the process had attached one); tuning detaches such handlers and restores them."""
+    import logging
+
+    from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
+
+    from compiler.tuning import _foreign_handlers_detached
+
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    stranger = logging.NullHandler()  # unnamed
+    logger.addHandler(stranger)
+    try:
+        with pytest.raises(AttributeError):
+            get_loggers_from_work_dir(str(tmp_path), ["task"])
+        with _foreign_handlers_detached():
+            get_loggers_from_work_dir(str(tmp_path), ["task"])
+            assert stranger not in logger.handlers
+        assert stranger in logger.handlers
+    finally:
+        logger.removeHandler(stranger)
