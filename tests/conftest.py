@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 TINY_VOCAB = 40
 TINY_CLASSES = 10
@@ -53,3 +54,12 @@ def tiny_image_bundle(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "tiny-image"
     return compile_bundle(tiny_image_model(), "image", out, labels=[f"c{i}" for i in range(TINY_CLASSES)],
                           train_batch=TINY_TRAIN_BATCH)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread: on a busy 2-core machine, two threads run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
