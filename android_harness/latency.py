@@ -1,8 +1,8 @@
 """Latency of a bundle's forward functions and its training step, measured on the device.
 
 The modules are pushed (and verified) through the transport, then each function is timed
-there with the bundle's own parameters and random inputs of the manifest's shapes: token ids
-below the vocabulary size, images in [0, 1], cut activations and labels for `update`.
+there with the bundle's own parameters and random inputs of the manifest's input spec: token ids
+in its range, floats in [0, 1), cut activations and labels for `update`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tqdm import tqdm
 from android_harness.push import push_bundle, read_intact_manifest, remote_path
 from android_harness.transports import Transport
 from device_runtime.bundle import load_param_arrays
-from device_runtime.manifest import Manifest
+from device_runtime.manifest import Manifest, sample_input
 
 
 @dataclasses.dataclass
@@ -46,14 +46,6 @@ def bundle_arrays(bundle: Path, manifest: Manifest) -> dict[str, list[np.ndarray
     return {key: load_param_arrays(Path(bundle) / file, manifest.params[key]) for key, file in files.items()}
 
 
-def sample_input(manifest: Manifest, shape: list[int], rng: np.random.Generator) -> np.ndarray:
-    """A valid model input: token ids below num_classes (the vocabulary), or images in [0, 1]."""
-    dtype = manifest.input["dtype"]
-    if manifest.task == "nwp":
-        return rng.integers(0, manifest.num_classes, size=shape).astype(dtype)
-    return rng.random(shape).astype(dtype)
-
-
 @dataclasses.dataclass
 class FunctionCall:
     """One VM function of the bundle with arguments to time it with."""
@@ -68,7 +60,7 @@ def function_calls(bundle: Path, manifest: Manifest, rng: np.random.Generator) -
     """Every forward function, then `update`, with the bundle's parameters and random inputs."""
     arrays = bundle_arrays(bundle, manifest)
     calls = [FunctionCall(manifest.modules["forward"], f["name"], f["batch"],
-                          [sample_input(manifest, f["input_shape"], rng), *arrays["frozen"], *arrays["trainable"]])
+                          [sample_input(manifest.input, f["input_shape"], rng), *arrays["frozen"], *arrays["trainable"]])
              for f in manifest.forward_functions]
     batch = manifest.train_batch
     cut = rng.standard_normal((batch, *manifest.cut["shape"][1:])).astype(manifest.cut["dtype"])
@@ -85,7 +77,7 @@ def bench_latency(bundle: Path, transport: Transport, dest: str, *, number: int 
     calls = function_calls(bundle, manifest, np.random.default_rng(seed))
     push_bundle(bundle, transport, dest, names=sorted({c.module for c in calls}))
     results = []
-    for call in tqdm(calls, desc=f"latency {transport.name}", unit="function"):
+    for call in tqdm(calls, desc=f"latency {transport.name}", unit="function", disable=None):
         seconds = transport.run_module(remote_path(dest, call.module), call.function, call.args,
                                        number=number, repeat=repeat)
         results.append(FunctionLatency(call.module, call.function, call.batch, seconds))

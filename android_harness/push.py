@@ -46,7 +46,7 @@ def push_bundle(bundle: Path, transport: Transport, dest: str, *, names: Sequenc
     if unknown:
         raise ValueError(f"bundle {bundle} has no file(s) {', '.join(unknown)}")
     pushed = {remote_path(dest, n): expected[n] for n in names}
-    for name in tqdm(names, desc=f"push {transport.name}", unit="file"):
+    for name in tqdm(names, desc=f"push {transport.name}", unit="file", disable=None):
         transport.push(bundle / name, remote_path(dest, name))
     if verify:
         actual = transport.sha256(list(pushed))

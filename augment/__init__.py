@@ -1,5 +1,6 @@
-"""Data augmentation shared by the cloud and the device: `augment.image` (numpy only) and
-`augment.text` (EDA with nlpaug and an offline WordNet from `augment.wordnet`).
+"""Data augmentation shared by the cloud and the device: `augment.image` (numpy only),
+`augment.text` (EDA over WordNet from `augment.wordnet`, or over a synonym table) and
+`augment.synonyms` (that table, built on the cloud and shipped in the bundle).
 
-Submodules are imported on demand so the device side loads nltk only when it augments text.
+Submodules are imported on demand so the device side never loads nltk when it has a table.
 """

@@ -1,6 +1,6 @@
 """An offline NLTK_DATA tree for WordNet, built from the Debian packages.
 
-NLTK (and so nlpaug's synonym replacement) reads WordNet from `<NLTK_DATA>/corpora/wordnet/`
+NLTK (and so `augment.text.wordnet_synonyms`) reads WordNet from `<NLTK_DATA>/corpora/wordnet/`
 and would otherwise download it. Debian's `wordnet-base` and `wordnet-sense-index` ship the
 same WordNet 3.0 files minus `lexnames`, which NLTK needs and we generate. The files are
 copied, not linked, so the tree survives the packages being removed or upgraded.

@@ -73,7 +73,7 @@ def register(tree: CommandTree) -> None:
                         help="compiled update step and forward vs PyTorch eager and ORT training, untuned and tuned")
     p.add_argument("--task", required=True, choices=["nwp", "image"])
     p.add_argument("--json", type=Path, default=None,
-                   help="result file (default out/bench/compiler-TASK.json); the chart goes next to it as .png")
+                   help="result file (default: out/bench/compiler-TASK.json); the chart goes next to it as .png")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="a checkpoint.pt to benchmark (default: the demo-sized model with random weights)")
     p.add_argument("--cut", default=None, help="cut layer (default: the last FC layer)")

@@ -9,8 +9,8 @@ import argparse
 import pathlib
 
 from autlearn.cli import CommandTree
+from autlearn.cmd_compile import add_compile_flags, checkpoint_inputs, compile_options, print_tuning
 
-TASKS = ("nwp", "image")
 PRESETS = ("tiny", "demo", "paper")
 RESOURCES = ("flops", "params", "latency")
 BUILD_BUDGETS = "75%,50%,35%,25%"
@@ -45,15 +45,12 @@ def register(tree: CommandTree) -> None:
     build = tree.command("build", "pretrain, prune and compile in one command")
     _add_common_flags(build)
     _add_budget_flags(build, default_budgets=BUILD_BUDGETS)
-    build.add_argument("--target", default="host", choices=("host", "android-arm64", "linux-arm64"),
-                       help="where the bundle runs (default host)")
-    build.add_argument("--tune-trials", type=int, default=0,
-                       help="MetaSchedule trials per module (default 0: untuned)")
+    add_compile_flags(build)
     build.set_defaults(func=run_build)
 
 
 def _add_common_flags(parser: argparse.ArgumentParser, preset_help: str = "") -> None:
-    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--task", required=True, help="a task recipe of cloud_pretrain/recipes.py")
     parser.add_argument("--preset", default=None if preset_help else "demo", choices=PRESETS,
                         help=preset_help or "sizes and schedule: tiny (tests), demo (minutes on 2 cores), "
                                             "paper (the paper's sizes); default demo")
@@ -121,10 +118,8 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def run_build(args: argparse.Namespace) -> None:
-    from cloud_pretrain.checkpoint import load_checkpoint
     from cloud_pretrain.family import prune_family
     from cloud_pretrain.pretrain import pretrain
-    from cloud_pretrain.tasks import get_preset
     from compiler import compile_bundle
 
     _set_threads(args)
@@ -133,8 +128,7 @@ def run_build(args: argparse.Namespace) -> None:
                         preset=args.preset, seed=args.seed)
     best = _print_family(rows, args.out / "prune")
     chosen = checkpoint if best["model"] == "unpruned" else args.out / "prune" / best["model"] / "checkpoint.pt"
-    model, meta = load_checkpoint(chosen)
-    labels = meta["vocab"] if args.task == "nwp" else meta["labels"]
-    bundle = compile_bundle(model, args.task, args.out / "bundle", labels=labels, target=args.target,
-                            tune_trials=args.tune_trials, seq_lengths=get_preset(args.task, args.preset).buckets)
+    model, inputs = checkpoint_inputs(chosen, args.lengths)
+    bundle = compile_bundle(model, out=args.out / "bundle", **inputs, **compile_options(args))
     print(f"bundle: {bundle}")
+    print_tuning(bundle)

@@ -1,9 +1,14 @@
-"""`autlearn compile`: a pretrained checkpoint or an ONNX file -> a verified artifact bundle for a target."""
+"""`autlearn compile`: a checkpoint, a torch.export program or an ONNX file -> a verified bundle.
+
+The compile flags are shared with `autlearn build` (`add_compile_flags`, `compile_options`), so
+both commands compile the same way.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import pathlib
+from typing import Any
 
 from autlearn.cli import CommandTree
 
@@ -11,34 +16,66 @@ TARGETS = ("host", "android-arm64", "linux-arm64")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
-def _lengths(text: str) -> tuple[int, ...]:
+def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--seq-lengths wants comma-separated integers, got {text!r}") from err
+        raise argparse.ArgumentTypeError(f"want comma-separated integers, got {text!r}") from err
+
+
+def _name_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("want comma-separated parameter names")
+    return names
+
+
+def add_compile_flags(cmd: argparse.ArgumentParser) -> None:
+    """What trains, where it runs and how it is tuned: the flags `compile` and `build` share."""
+    what = cmd.add_mutually_exclusive_group()
+    what.add_argument("--cut", default=None, help="train this module and everything after it (with --onnx: the "
+                                                 "cut tensor); default: the last linear layer")
+    what.add_argument("--trainable", type=_name_list, default=None,
+                      help="comma-separated parameter names to train, as in the model's state dict")
+    cmd.add_argument("--target", default="host", choices=TARGETS, help="where the bundle runs")
+    cmd.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
+    cmd.add_argument("--lr", type=float, default=0.05, help="learning rate")
+    cmd.add_argument("--train-batch", type=int, default=16, help="training batch size")
+    cmd.add_argument("--lengths", type=_int_list, default=None,
+                     help="sizes of the input's axis 1 (token sequences) to compile, comma-separated "
+                          "(default: a checkpoint's preset buckets, else the example's)")
+    cmd.add_argument("--tune-trials", type=int, default=0,
+                     help="MetaSchedule trials for each module (forward, loss, update); 0: untuned")
+    cmd.add_argument("--tuning-db", type=pathlib.Path, default=None,
+                     help="tuning database directory (default: ~/.cache/autlearn/tuning/<target>)")
+
+
+def compile_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`compile_bundle` keyword arguments from the shared flags."""
+    return {"cut": args.cut, "trainable": args.trainable, "target": args.target, "optimizer": args.optimizer,
+            "lr": args.lr, "train_batch": args.train_batch, "tune_trials": args.tune_trials,
+            "tuning_db": args.tuning_db}
 
 
 def register(tree: CommandTree) -> None:
     """Adds `compile`."""
-    cmd = tree.command("compile", "compile a checkpoint (verified against PyTorch) or an ONNX file (verified "
-                                  "against ONNX Runtime) into forward/loss/update modules (a bundle)")
-    cmd.add_argument("--task", required=True, choices=("nwp", "image"))
+    cmd = tree.command("compile", "compile a model into verified forward/loss/update modules (a bundle): a "
+                                  "checkpoint or torch.export program (checked against PyTorch) or an ONNX file "
+                                  "(checked against ONNX Runtime)")
     source = cmd.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=pathlib.Path, help="checkpoint.pt (or its directory)")
-    source.add_argument("--onnx", type=pathlib.Path, help="an ONNX classifier file (e.g. from `autlearn export`)")
+    source.add_argument("--checkpoint", type=pathlib.Path, help="an `autlearn pretrain` checkpoint.pt (or its "
+                                                                "directory); its task is read from it")
+    source.add_argument("--exported", type=pathlib.Path, help="a torch.export program (.pt2, torch.export.save) "
+                                                              "saved with an example input")
+    source.add_argument("--onnx", type=pathlib.Path, help="an ONNX classifier file")
     cmd.add_argument("--labels", type=pathlib.Path, default=None,
-                     help="with --onnx: class names or vocabulary, one per line (default: the task's defaults)")
-    cmd.add_argument("--cut", default=None, help="first trainable stage, or with --onnx the cut tensor's name "
-                                                 "(default: the last FC layer, or its input tensor)")
-    cmd.add_argument("--target", default="host", choices=TARGETS)
-    cmd.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
-    cmd.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
-    cmd.add_argument("--train-batch", type=int, default=16, help="training batch size (default 16)")
-    cmd.add_argument("--seq-lengths", type=_lengths, default=(10,),
-                     help="nwp length buckets, comma-separated (default 10)")
-    cmd.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials (default 0: untuned)")
-    cmd.add_argument("--tuning-db", type=pathlib.Path, default=None,
-                     help="tuning database directory (default ~/.cache/autlearn/tuning/<target>)")
+                     help="with --exported or --onnx: class names, one a line (line i is class i)")
+    cmd.add_argument("--vocab", type=pathlib.Path, default=None,
+                     help="with --exported or --onnx: the tokenizer vocabulary of a text model, one token a line "
+                          "(<pad>, <unk> first); it travels in the bundle")
+    cmd.add_argument("--token-range", type=int, default=None,
+                     help="bound of integer input ids (default: the rows of the embedding the input feeds)")
+    add_compile_flags(cmd)
     cmd.add_argument("--out", required=True, type=pathlib.Path, help="bundle directory to write")
     cmd.set_defaults(func=run_compile)
 
@@ -46,43 +83,67 @@ def register(tree: CommandTree) -> None:
 def run_compile(args: argparse.Namespace) -> int:
     from compiler import compile_bundle
 
-    if args.onnx is not None:
-        model, labels = args.onnx, _onnx_labels(args)
+    if args.checkpoint is not None:
+        model, inputs = checkpoint_inputs(args.checkpoint, args.lengths)
+        if args.labels is not None or args.vocab is not None:
+            raise ValueError("--labels and --vocab go with --exported or --onnx: a checkpoint carries its own")
     else:
-        from cloud_pretrain.checkpoint import load_checkpoint
-
-        if args.labels is not None:
-            raise ValueError("--labels goes with --onnx: a checkpoint carries its own labels")
-        model, meta = load_checkpoint(args.checkpoint)
-        if meta["task"] != args.task:
-            raise ValueError(f"checkpoint {args.checkpoint} is a {meta['task']!r} model, not {args.task!r}")
-        labels = meta["vocab"] if args.task == "nwp" else meta["labels"]
-    out = compile_bundle(model, args.task, args.out, labels=labels, cut=args.cut, target=args.target,
-                         optimizer=args.optimizer, lr=args.lr, train_batch=args.train_batch,
-                         seq_lengths=args.seq_lengths, tune_trials=args.tune_trials,
-                         tuning_db=args.tuning_db)
+        model, inputs = _file_inputs(args)
+    out = compile_bundle(model, out=args.out, **inputs, **compile_options(args))
     print(f"bundle written to {out}")
-    if args.tune_trials:
-        from compiler.api import TUNING_SUMMARY
-
-        for key, run in json.loads((out / TUNING_SUMMARY).read_text()).items():
-            print(f"tuned {key}: {run['trials']} trials run ({run['failed_trials']} failed), "
-                  f"{run['tuned_tasks']} of {run['tasks']} tasks tuned in this run, {run['seconds']} s")
+    print_tuning(out)
     return 0
 
 
-def _onnx_labels(args: argparse.Namespace) -> list[str]:
-    """--labels (one a line), else the task's defaults: the 62 FEMNIST classes for image; an nwp
-    vocabulary depends on the pretraining run, so nwp needs the file (vocab.txt beside its checkpoint)."""
+def checkpoint_inputs(path: pathlib.Path, lengths: tuple[int, ...] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The model of a checkpoint and its recipe's compile inputs (example, labels, tokenizer)."""
+    from cloud_pretrain.checkpoint import load_checkpoint
+    from cloud_pretrain.recipes import get_task
+
+    model, meta = load_checkpoint(path)
+    return model, get_task(meta["task"]).compile_inputs(model, meta, lengths=lengths)
+
+
+def _file_inputs(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from device_runtime.bundle import read_labels
+    from device_runtime.tokenizer import Tokenizer
 
-    if args.labels is not None:
-        if not args.labels.is_file():
-            raise FileNotFoundError(f"--labels file {args.labels} does not exist")
-        return read_labels(args.labels)
-    if args.task == "nwp":
-        raise ValueError("an nwp ONNX model needs --labels FILE: its vocabulary, one token a line "
-                         "(vocab.txt beside its checkpoint)")
-    from cloud_pretrain.data.fonts import FEMNIST_CLASSES
+    if args.labels is None:
+        raise ValueError(f"--{'exported' if args.exported else 'onnx'} needs --labels FILE: the class names, one a line")
+    for flag, path in (("--labels", args.labels), ("--vocab", args.vocab)):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"{flag} file {path} does not exist")
+    inputs: dict[str, Any] = {"labels": read_labels(args.labels), "lengths": args.lengths,
+                              "token_range": args.token_range}
+    if args.vocab is not None:
+        inputs["tokenizer"] = Tokenizer(read_labels(args.vocab))
+    if args.onnx is not None:
+        return args.onnx, {**inputs, "example_input": None}
+    return load_exported(args.exported), {**inputs, "example_input": None, "name": args.exported.stem}
 
-    return list(FEMNIST_CLASSES)
+
+def load_exported(path: pathlib.Path) -> Any:
+    """A torch.export program file; one clear line when it is missing or not one."""
+    import torch
+
+    if not path.is_file():
+        raise FileNotFoundError(f"exported program {path} does not exist")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as err:  # torch raises a zoo of types for a file that is not a .pt2
+        raise ValueError(f"{path} is not a torch.export program (.pt2): {str(err).splitlines()[0]}") from None
+    if not program.example_inputs or len(program.example_inputs[0]) != 1:
+        raise ValueError(f"{path}: the compiler needs a program of one input saved with its example input")
+    return program
+
+
+def print_tuning(bundle: pathlib.Path) -> None:
+    """The trials each module got, from the bundle's tuning summary (nothing for an untuned bundle)."""
+    from compiler.api import TUNING_SUMMARY
+
+    summary = bundle / TUNING_SUMMARY
+    if not summary.is_file():
+        return
+    for key, run in json.loads(summary.read_text()).items():
+        print(f"tuned {key}: {run['trials']} trials run ({run['failed_trials']} failed), "
+              f"{run['tuned_tasks']} of {run['tasks']} tasks tuned in this run, {run['seconds']} s")

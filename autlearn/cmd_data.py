@@ -35,12 +35,12 @@ def register(tree: CommandTree) -> None:
     export.add_argument("--user", required=True, help="user id (see `autlearn data users`)")
     export.add_argument("--out", required=True, type=pathlib.Path, help="output .npz")
     export.add_argument("--vocab", type=pathlib.Path, help="vocab.txt to map words to ids (nwp)")
-    export.add_argument("--seq-len", type=int, default=10, help="context length of nwp inputs (default 10)")
+    export.add_argument("--seq-len", type=int, default=10, help="context length of nwp inputs")
     export.set_defaults(func=run_export_user)
 
     vocab = tree.subcommand("data", "vocab", "the public corpus's vocabulary as vocab.txt", GROUP_HELP)
     vocab.add_argument("--out", required=True, type=pathlib.Path, help="output vocab.txt")
-    vocab.add_argument("--size", type=int, default=10_000, help="most frequent words kept (default 10000)")
+    vocab.add_argument("--size", type=int, default=10_000, help="most frequent words kept")
     vocab.set_defaults(func=run_vocab)
 
 

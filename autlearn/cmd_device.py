@@ -69,10 +69,10 @@ def _online(args: argparse.Namespace) -> int:
     from device_runtime.online import run_online
 
     with tqdm(unit="sample", desc="online") as bar:
-        status = run_online(args.bundle, args.data, args.state, batch=args.batch, cache_size=args.cache_size,
-                            max_age_s=args.max_age, feedback_delay=args.feedback_delay,
+        status = run_online(args.bundle, args.text or args.data, args.state, batch=args.batch,
+                            cache_size=args.cache_size, max_age_s=args.max_age, feedback_delay=args.feedback_delay,
                             use_cache=not args.no_cache, checkpoint_every=args.checkpoint_every,
-                            on_sample=lambda i: bar.update(1))
+                            on_sample=lambda i: bar.update(1), text=args.text is not None)
     if status["curve"]:
         plot = Path(args.state) / "prequential.png"
         _plot_curve(status["curve"], plot)
@@ -84,9 +84,16 @@ def _online(args: argparse.Namespace) -> int:
 
 def _infer(args: argparse.Namespace) -> int:
     _isolate()
-    from device_runtime.inference import infer_file
+    from device_runtime.inference import infer_file, infer_text
 
-    _print_json(infer_file(args.bundle, args.input, state_dir=args.state, top=args.top))
+    if args.text is not None:
+        result = infer_text(args.bundle, args.text, state_dir=args.state, top=args.top)
+        if not args.json:
+            print(" | ".join(f"{s['label']} ({s['p']:.3f})" for s in result["suggestions"]))
+            return 0
+    else:
+        result = infer_file(args.bundle, args.input, state_dir=args.state, top=args.top)
+    _print_json(result)
     return 0
 
 
@@ -128,7 +135,10 @@ def register(tree: CommandTree) -> None:
     p = tree.subcommand("device", "online", "simulated user stream: infer each sample, learn when its label comes",
                         GROUP_HELP)
     p.add_argument("--bundle", required=True)
-    p.add_argument("--data", required=True, help="user data .npz; its samples are the stream")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="user data .npz; its samples are the stream")
+    source.add_argument("--text", help="a text file typed line by line: each word is predicted, then learned "
+                                       "(a next-word model)")
     p.add_argument("--state", required=True)
     p.add_argument("--batch", type=int, default=16, help="labelled samples per update (a multiple of train_batch)")
     p.add_argument("--cache-size", type=int, default=256, help="most cached activations")
@@ -138,11 +148,16 @@ def register(tree: CommandTree) -> None:
     p.add_argument("--checkpoint-every", type=int, default=10, help="updates between atomic checkpoints")
     p.set_defaults(func=_online)
 
-    p = tree.subcommand("device", "infer", "predict the inputs of an .npz (key x) or .npy file", GROUP_HELP)
+    p = tree.subcommand("device", "infer", "predict the inputs of an .npz (key x) or .npy file, or typed text",
+                        GROUP_HELP)
     p.add_argument("--bundle", required=True)
-    p.add_argument("--input", required=True, help=".npy array or .npz with x, in model-input form")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help=".npy array or .npz with x, in model-input form")
+    source.add_argument("--text", help='typed text, e.g. "to be or not to": the next-word suggestions '
+                                       "(a text classifier: its classes)")
     p.add_argument("--state", help="use the params learned in this state directory")
-    p.add_argument("--top", type=int, default=1, help="classes to list per sample")
+    p.add_argument("--top", type=int, default=3, help="classes (or words) to list per sample")
+    p.add_argument("--json", action="store_true", help="with --text: the suggestions as JSON")
     p.set_defaults(func=_infer)
 
     p = tree.subcommand("device", "status", "progress, windows used and last checkpoint of a state directory",

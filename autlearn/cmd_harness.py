@@ -89,7 +89,7 @@ def _device_flags(p: argparse.ArgumentParser, transports: tuple[str, ...]) -> No
                    help="local: a directory stands for the device; adb: a phone; rpc: a TVM RPC server")
     p.add_argument("--serial", help="adb device serial (default: the only attached device)")
     p.add_argument("--dest", help=f"where the bundle goes: a directory here (local), a path on the phone "
-                                  f"(adb, default {PHONE_DIR}/<bundle name>)")
+                                  f"(adb; default: {PHONE_DIR}/<bundle name>)")
 
 
 def register(tree: CommandTree) -> None:
@@ -120,7 +120,7 @@ def register(tree: CommandTree) -> None:
     p.add_argument("--idle-seconds", type=float, default=5.0, help="idle measurement before, subtracted")
     p.add_argument("--interval", type=float, default=0.2, help="seconds between battery readings")
     p.add_argument("--battery", help="directory with current_now (uA) and voltage_now (uV) "
-                                     "(default /sys/class/power_supply/battery)")
+                                     "(default: /sys/class/power_supply/battery)")
     p.add_argument("--allow-charging", action="store_true",
                    help="measure even while the battery charges (the charger then distorts the counters)")
     p.add_argument("--json", help="also write the result to this JSON file")

@@ -90,7 +90,7 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, buckets: Bucke
     """Trains on `plan[first_step:]` with a progress bar; returns the mean loss of those steps."""
     model.train()
     total, steps = 0.0, 0
-    bar = tqdm(range(first_step, len(plan)), desc=desc, disable=not world.is_main, leave=False,
+    bar = tqdm(range(first_step, len(plan)), desc=desc, disable=None if world.is_main else True, leave=False,
                dynamic_ncols=True, initial=first_step, total=len(plan))
     for step in bar:
         key, idx = plan[step]

@@ -1,4 +1,4 @@
-"""The AutLearn training compiler: a staged PyTorch model -> forward / loss / update modules.
+"""The AutLearn training compiler: any PyTorch model or ONNX file -> forward / loss / update modules.
 
 `compile_bundle` (compiler/api.py) is the entry point; ARCHITECTURE.md fixes its contract.
 """

@@ -1,18 +1,19 @@
-"""`compile_bundle`: a staged torch model or an ONNX file -> a verified artifact bundle (ARCHITECTURE.md).
+"""`compile_bundle`: any torch model, exported program or ONNX file -> a verified artifact bundle.
 
-The model is cut at stage K: forward.so runs every stage and also returns the input of K;
-loss.so and update.so hold stages K.. plus cross-entropy, its gradients and the optimizer step.
-Stages before K and the buffers of the trainable stages (batch-norm statistics) stay frozen.
-Each format supplies its `ModelParts` (imported functions, parameters, the training modules and
-a verification against its own framework); the bundle is written the same way for both.
-An ONNX file is cut at a tensor instead of a stage: compiler/onnx_import.py.
+One entry point, as ONNX Runtime's artifact generator: the model, an example input, and what
+trains (explicit parameter names like ORT's `requires_grad`, a module to cut at, or by default
+the last linear layer). forward.so runs the whole model and also returns the cut activation;
+loss.so and update.so hold the trainable part, cross-entropy, its gradients and the optimizer
+step. The input spec (name, dtype, shape, token range) comes from the example input and travels
+in the manifest, so neither the compiler nor the device knows any task. Each format supplies
+its `ModelParts` (compiler/torch_parts.py, compiler/onnx_import.py); the bundle is written the
+same way for both.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,65 +24,49 @@ from torch import nn
 from tqdm import tqdm
 
 from compiler.bundle import check_replaceable, write_bundle, write_npz
-from compiler.importer import ImportedFunction, StageChain, import_stages, merge_mains
+from compiler.importer import ImportedFunction, merge_mains
+from compiler.parts import ForwardShape, InputSpec, PartsRequest, input_spec
+from compiler.split import embedding_rows, export_graph
 from compiler.targets import TargetSpec, linker_for, resolve_target
-from compiler.training import TrainingModules, build_trainable_part, optimizer_config, trainable_param_names
-from compiler.verify import torch_forward_reference, verify_forward, verify_training
+from compiler.training import optimizer_config
 from device_runtime.manifest import Manifest
+from device_runtime.tokenizer import Tokenizer
 
-# Model inputs per task (ARCHITECTURE.md, "Data layer"): name, dtype, shape after the batch.
-TASK_INPUTS = {"nwp": ("tokens", "int64"), "image": ("image", "float32")}
-IMAGE_SHAPE = (1, 28, 28)
 VERIFY_SEED = 0
 TUNING_SUMMARY = "tuning/summary.json"  # per module: trials run, tasks, seconds
+LABELS_FILE, VOCAB_FILE, SYNONYMS_FILE = "labels.txt", "vocab.txt", "synonyms.json"
+
+Model = nn.Module | torch.export.ExportedProgram | str | Path
 
 
-@dataclasses.dataclass(frozen=True)
-class ForwardShape:
-    """One forward function: its VM name and static input shape."""
-
-    batch: int
-    length: int | None  # nwp bucket length; None for images
-
-    @property
-    def name(self) -> str:
-        return f"forward_b{self.batch}" + (f"_l{self.length}" if self.length is not None else "")
-
-    @property
-    def input_shape(self) -> list[int]:
-        return [self.batch, self.length] if self.length is not None else [self.batch, *IMAGE_SHAPE]
-
-
-@dataclasses.dataclass
-class ModelParts:
-    """What the bundle needs from a model, whatever its format (torch stages or an ONNX graph)."""
-
-    cut: str  # the manifest's cut_layer: a stage name, or an ONNX tensor name
-    forward_parts: list[tuple[ForwardShape, np.ndarray, ImportedFunction]]  # (shape, verification x, import)
-    frozen_names: list[str]
-    trainable_names: list[str]
-    values: dict[str, np.ndarray]
-    training: TrainingModules
-    cut_dtype: str
-    cut_shape: list[int]  # after the batch
-    check: Callable[[dict[str, tvm.runtime.Module]], None]  # raises naming the first diverging tensor
-
-
-def compile_bundle(model: nn.Module | str | Path, task: str, out: str | Path, *, labels: Sequence[str],
-                   cut: str | None = None, target: str = "host", optimizer: str = "sgd",
-                   lr: float = 0.05, train_batch: int = 16, seq_lengths: Sequence[int] = (10,),
-                   tune_trials: int = 0, tuning_db: str | Path | None = None,
-                   verify: bool = True) -> Path:
+def compile_bundle(model: Model, example_input: Any, out: str | Path, *, labels: Sequence[str],
+                   cut: str | None = None, trainable: Sequence[str] | None = None,
+                   lengths: Sequence[int] | None = None, token_range: int | None = None,
+                   tokenizer: Tokenizer | None = None, synonyms: Mapping[str, Sequence[str]] | None = None,
+                   augmentation: str | None = "auto", name: str | None = None, target: str = "host",
+                   optimizer: str = "sgd", lr: float = 0.05, train_batch: int = 16, tune_trials: int = 0,
+                   tuning_db: str | Path | None = None, verify: bool = True) -> Path:
     """Compiles `model` into the bundle directory `out`.
 
-    `model` is a torch module with `stages()` (`cut`: a stage name; verified against PyTorch)
-    or the path of an ONNX file (`cut`: a tensor name; verified against ONNX Runtime).
+    `model`: a torch module, a `torch.export` program (its example input is used when
+    `example_input` is None), or the path of an ONNX file (`cut`: a tensor name; verified
+    against ONNX Runtime). `example_input`: one input batch (tensor or array), which fixes the
+    input's name, dtype and shape. `labels`: class names, line i naming class i. `cut`: a module
+    name, training it and everything after; `trainable`: explicit parameter names (state-dict
+    names); neither: the last linear layer. `lengths`: sizes of axis 1 to compile (token
+    sequences), one forward function each. `token_range`: bound of integer ids (default: the
+    rows of the embedding the input feeds). `tokenizer` (and `synonyms` for text augmentation)
+    travel in the bundle. `augmentation`: "image", "text", None, or "auto" (text for a tokenizer,
+    image for float [batch, C, H, W] inputs).
     """
-    if task not in TASK_INPUTS:
-        raise ValueError(f"unknown task {task!r}; choose nwp or image")
+    if isinstance(model, torch.export.ExportedProgram):
+        if example_input is None:
+            example_input = model.example_inputs[0][0]
+        model = model.module()
     is_onnx = isinstance(model, (str, Path))
-    if not is_onnx and not hasattr(model, "stages"):
-        raise ValueError(f"{type(model).__name__} has no stages(): the compiler needs a staged model or an ONNX file")
+    if not is_onnx and not isinstance(model, nn.Module):
+        raise ValueError(f"cannot compile a {type(model).__name__}: give a torch module, an exported program "
+                         "or an ONNX file")
     if train_batch < 1:
         raise ValueError(f"train_batch must be >= 1, got {train_batch}")
     if tune_trials < 0:
@@ -89,25 +74,34 @@ def compile_bundle(model: nn.Module | str | Path, task: str, out: str | Path, *,
     labels = list(labels)
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise ValueError(f"labels must be at least 2 distinct names, got {len(labels)} ({len(set(labels))} distinct)")
-    lengths = sorted(set(int(n) for n in seq_lengths)) if task == "nwp" else [None]
-    if task == "nwp" and (not lengths or lengths[0] < 1):
-        raise ValueError(f"seq_lengths must be positive lengths, got {list(seq_lengths)}")
     opt_config = optimizer_config(optimizer, float(lr))
     spec = resolve_target(target)
     linker_for(spec.name)  # a missing cross toolchain fails now, not after minutes of compiling
     check_replaceable(Path(out))
-
-    shapes = [ForwardShape(b, n) for n in lengths for b in sorted({1, train_batch})]
-    progress = tqdm(total=len(shapes) + 5, desc=f"compile {task} {spec.name}", unit="step")
-    request = PartsRequest(task, cut, shapes, train_batch, len(labels), opt_config,
-                           np.random.default_rng(VERIFY_SEED), progress)
     if is_onnx:
-        from compiler.onnx_import import onnx_model_parts  # onnx and onnxruntime load only when needed
+        from compiler.onnx_import import onnx_input_spec  # onnx and onnxruntime load only when needed
+
+        if trainable is not None:
+            raise ValueError("an ONNX model is cut at a tensor: name it as the cut, not trainable parameters")
+        inputs = onnx_input_spec(Path(model), example_input, lengths, token_range)
+    else:
+        inputs = torch_input_spec(model, example_input, lengths, token_range)
+    augmentation = _augmentation(augmentation, inputs, tokenizer)
+
+    shapes = inputs.shapes(train_batch)
+    display = name or (Path(model).stem if is_onnx else type(model).__name__)
+    progress = tqdm(total=len(shapes) + 5, desc=f"compile {display} {spec.name}", unit="step", disable=None)
+    request = PartsRequest(inputs, cut, list(trainable) if trainable is not None else None, shapes, train_batch,
+                           len(labels), opt_config, np.random.default_rng(VERIFY_SEED), progress)
+    if is_onnx:
+        from compiler.onnx_import import onnx_model_parts
 
         parts = onnx_model_parts(Path(model), request)
     else:
-        parts = _torch_model_parts(model, request)
-    progress.set_description(f"compile {task} cut={parts.cut} {spec.name}")
+        from compiler.torch_parts import torch_model_parts
+
+        parts = torch_model_parts(model, request)
+    progress.set_description(f"compile {display} cut={parts.cut} {spec.name}")
     progress.update()
 
     forward_mod = _merge_forward(parts.forward_parts)
@@ -121,19 +115,18 @@ def compile_bundle(model: nn.Module | str | Path, task: str, out: str | Path, *,
     frozen_values = [parts.values[n] for n in frozen_names]
     check = parts.check
 
-    input_name, input_dtype = TASK_INPUTS[task]
-    label_file = "vocab.txt" if task == "nwp" else "labels.txt"
+    labels_file = VOCAB_FILE if tokenizer is not None and labels == tokenizer.vocab else LABELS_FILE
     manifest = Manifest(
-        task=task, target=spec.manifest_entry(), tvm_version=tvm.__version__, cut_layer=parts.cut,
-        input={"name": input_name, "dtype": input_dtype,
-               "shape": [None, *shapes[-1].input_shape[1:]] if task == "image" else [None, None]},
-        cut={"dtype": parts.cut_dtype, "shape": [None, *parts.cut_shape]},
+        model=display, target=spec.manifest_entry(), tvm_version=tvm.__version__, cut_layer=parts.cut,
+        input=inputs.manifest_entry(), cut={"dtype": parts.cut_dtype, "shape": [None, *parts.cut_shape]},
         num_classes=len(labels), train_batch=train_batch, optimizer=opt_config,
         forward_functions=[{"name": s.name, "batch": s.batch, "input_shape": s.input_shape} for s in shapes],
         params={"frozen": frozen_names, "trainable": trainable_names, "optimizer_state": training.state_names},
         modules={"forward": "forward.so", "loss": "loss.so", "update": "update.so"},
-        vocab_file=label_file if task == "nwp" else None,
-        labels_file=label_file if task == "image" else None,
+        labels_file=labels_file,
+        tokenizer=tokenizer.manifest_entry(VOCAB_FILE) if tokenizer is not None else None,
+        augmentation=augmentation, synonyms_file=SYNONYMS_FILE if synonyms is not None else None,
+        seed=VERIFY_SEED,
     )
 
     def fill(root: Path) -> None:
@@ -150,7 +143,13 @@ def compile_bundle(model: nn.Module | str | Path, task: str, out: str | Path, *,
         write_npz(root / "frozen.npz", frozen_names, frozen_values)
         write_npz(root / "trainable.npz", trainable_names, trainable_values)
         write_npz(root / "optimizer.npz", training.state_names, training.state_values)
-        (root / label_file).write_text("".join(f"{label}\n" for label in labels))
+        _write_lines(root / labels_file, labels)
+        if tokenizer is not None and labels_file != VOCAB_FILE:
+            _write_lines(root / VOCAB_FILE, tokenizer.vocab)
+        if synonyms is not None:
+            from augment.synonyms import save_synonym_table
+
+            save_synonym_table(synonyms, root / SYNONYMS_FILE)
         if tuning_dir is not None:
             shutil.copytree(tuning_dir, root / "tuning", ignore=shutil.ignore_patterns("logs"))
             (root / TUNING_SUMMARY).write_text(json.dumps(tuning_summary, indent=2) + "\n")
@@ -160,85 +159,44 @@ def compile_bundle(model: nn.Module | str | Path, task: str, out: str | Path, *,
     return bundle
 
 
-@dataclasses.dataclass
-class PartsRequest:
-    """What every model format is asked for: the forward shapes, the training batch, the optimizer."""
-
-    task: str
-    cut: str | None  # None: the format's default cut (the last FC layer)
-    shapes: list[ForwardShape]
-    train_batch: int
-    num_classes: int
-    optimizer: dict[str, Any]
-    rng: np.random.Generator  # verification inputs and labels
-    progress: tqdm  # one step per forward shape imported
-
-    @property
-    def train_shape(self) -> ForwardShape:
-        """The forward shape whose cut activations train (the longest nwp bucket)."""
-        return next(s for s in reversed(self.shapes) if s.batch == self.train_batch)
-
-    def sample_input(self, shape: ForwardShape) -> np.ndarray:
-        """A verification input: token ids in the vocabulary, or images in [0, 1]."""
-        if self.task == "nwp":
-            return self.rng.integers(0, self.num_classes, size=shape.input_shape).astype("int64")
-        return self.rng.random(shape.input_shape, dtype=np.float32)
-
-    def sample_labels(self) -> np.ndarray:
-        return self.rng.integers(0, self.num_classes, size=self.train_batch).astype("int64")
+def _write_lines(path: Path, lines: Sequence[str]) -> None:
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
 
 
-def cut_type(forward_parts: list[tuple[ForwardShape, np.ndarray, ImportedFunction]],
-             cut: str) -> tuple[str, list[int]]:
-    """The cut activation's dtype and shape after the batch; one shape for every length bucket."""
-    cut_info = [imported.mod["main"].ret_ty.fields[1] for _, _, imported in forward_parts]
-    cut_dims = {tuple(int(d) for d in list(info.shape)[1:]) for info in cut_info}
-    lengths = sorted({shape.length for shape, _, _ in forward_parts if shape.length is not None})
-    if len(cut_dims) != 1:
-        raise ValueError(f"cut {cut!r} gives activations of shapes {sorted(cut_dims)} for the length buckets "
-                         f"{lengths}: cut at or after 'last' stage, or compile one seq_lengths bucket")
-    return str(cut_info[0].dtype), list(sorted(cut_dims)[0])
+def as_example(example_input: Any) -> torch.Tensor:
+    """One input batch as a tensor (a tensor, an array, or a 1-tuple of either)."""
+    if isinstance(example_input, (tuple, list)):
+        if len(example_input) != 1:
+            raise ValueError(f"the compiler takes models of one input; got {len(example_input)} example inputs")
+        (example_input,) = example_input
+    if isinstance(example_input, np.ndarray):
+        example_input = torch.from_numpy(example_input)
+    if not isinstance(example_input, torch.Tensor):
+        raise ValueError(f"example input must be a tensor or numpy array, got {type(example_input).__name__}")
+    if example_input.ndim < 1:
+        raise ValueError("example input needs a batch axis")
+    return example_input
 
 
-def _torch_model_parts(model: nn.Module, request: PartsRequest) -> ModelParts:
-    """A staged torch model cut at stage `request.cut`, verified against PyTorch."""
-    model = model.eval()
-    stages = list(model.stages())
-    names = [n for n, _ in stages]
-    cut = request.cut if request.cut is not None else names[-1]
-    if cut not in names:
-        raise ValueError(f"unknown cut layer {cut!r}; the model's stages are: {', '.join(names)}")
-    k = names.index(cut)
-    trainable_names = trainable_param_names(stages, k)
+def torch_input_spec(model: nn.Module, example_input: Any, lengths: Sequence[int] | None,
+                     token_range: int | None) -> InputSpec:
+    """The spec of a torch model's input, read from its example and exported graph."""
+    example = as_example(example_input)
+    gm = export_graph(model, example)
+    (placeholder,) = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    found = embedding_rows(gm)
+    return input_spec(placeholder.target, str(example.dtype).removeprefix("torch."), example.shape[1:], lengths,
+                      token_range if token_range is not None else found)
 
-    forward_parts = []
-    for shape in request.shapes:
-        x = request.sample_input(shape)
-        imported = import_stages(stages, torch.from_numpy(x), cut_index=k)
-        frozen_names = [n for n in imported.param_names if n not in trainable_names]
-        forward_parts.append((shape, x, imported.reorder_params(frozen_names + trainable_names)))
-        request.progress.update()
-    cut_dtype, cut_shape = cut_type(forward_parts, cut)
-    values = forward_parts[0][2].param_values
 
-    x_train = next(x for s, x, _ in forward_parts if s == request.train_shape)
-    with torch.no_grad():
-        cut_sample = StageChain(stages[:k])(torch.from_numpy(x_train)).numpy() if k else x_train
-    labels_sample = request.sample_labels()
-    training = build_trainable_part(stages, k, cut_sample, request.num_classes, request.optimizer)
-    frozen_values = [values[n] for n in frozen_names]
-    trainable_values = [values[n] for n in trainable_names]
-
-    def check(executables: dict[str, tvm.runtime.Module]) -> None:
-        for shape, x, _ in forward_parts:
-            verify_forward(executables["forward"], shape.name, x, frozen_values, trainable_values,
-                           torch_forward_reference(StageChain(stages, cut_index=k)))
-        verify_training(executables["loss"], executables["update"], cut_sample, labels_sample,
-                        trainable_names, trainable_values, training.state_values, StageChain(stages[k:]),
-                        request.optimizer)
-
-    return ModelParts(cut, forward_parts, frozen_names, trainable_names, values, training, cut_dtype, cut_shape,
-                      check)
+def _augmentation(kind: str | None, inputs: InputSpec, tokenizer: Tokenizer | None) -> str | None:
+    if kind != "auto":
+        if kind == "text" and tokenizer is None:
+            raise ValueError("text augmentation needs the tokenizer in the bundle")
+        return kind
+    if tokenizer is not None and inputs.token_range is not None:
+        return "text"
+    return "image" if inputs.dtype == "float32" and len(inputs.sample_shape) == 3 else None
 
 
 def _merge_forward(parts: list[tuple[ForwardShape, np.ndarray, ImportedFunction]]) -> tvm.IRModule:

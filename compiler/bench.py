@@ -68,7 +68,7 @@ def time_side_by_side(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in tqdm(range(repeats), desc=desc, unit="round", disable=not progress):
+    for _ in tqdm(range(repeats), desc=desc, unit="round", disable=None if progress else True):
         for name, fn in fns.items():
             for _ in range(block):
                 start = time.perf_counter()

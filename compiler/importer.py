@@ -1,7 +1,7 @@
 """PyTorch -> Relax, with the import bugs of TVM 0.27 normalised.
 
-A staged model is imported as a chain of its stages, so every parameter keeps the name it has
-in the model's `state_dict` (e.g. `features.3.conv.0.weight`) whichever stages are exported.
+Every parameter keeps the name it has in the model's `state_dict` (e.g. `layer4.1.conv2.weight`),
+which is how the manifest, the bundle's .npz files and `--trainable` name it.
 """
 from __future__ import annotations
 
@@ -15,37 +15,6 @@ from torch import nn
 from tvm import relax
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.torch import from_exported_program
-
-
-class StageChain(nn.Module):
-    """Named stages run in order; with `cut_index`, also returns the input of that stage."""
-
-    def __init__(self, stages: Sequence[tuple[str, nn.Module]], cut_index: int | None = None) -> None:
-        super().__init__()
-        self.stage_names = [name for name, _ in stages]
-        for i, (_, module) in enumerate(stages):
-            self.add_module(f"s{i}", module)
-        self.cut_index = cut_index
-
-    def forward(self, x: torch.Tensor):
-        cut = x
-        for i in range(len(self.stage_names)):
-            if i == self.cut_index:
-                cut = x
-            x = getattr(self, f"s{i}")(x)
-        return x if self.cut_index is None else (x, cut)
-
-    def model_name(self, chain_name: str) -> str:
-        """`s3.conv.0.weight` -> `features.3.conv.0.weight` (the name in the model)."""
-        head, _, rest = chain_name.partition(".")
-        return f"{self.stage_names[int(head[1:])]}.{rest}"
-
-    def chain_name(self, model_name: str) -> str:
-        """The inverse of `model_name`."""
-        for i, stage in enumerate(self.stage_names):
-            if model_name.startswith(stage + "."):
-                return f"s{i}.{model_name[len(stage) + 1:]}"
-        raise KeyError(f"{model_name!r} belongs to none of the stages {self.stage_names}")
 
 
 @dataclasses.dataclass
@@ -73,27 +42,24 @@ class ImportedFunction:
         return dataclasses.replace(self, mod=mod, param_names=list(names))
 
 
-def import_stages(stages: Sequence[tuple[str, nn.Module]], example: torch.Tensor,
-                  cut_index: int | None = None) -> ImportedFunction:
-    """Exports `stages` (with the cut activation as second output when `cut_index` is set)."""
-    chain = StageChain(stages, cut_index).eval()
+def import_module(module: nn.Module, example: torch.Tensor) -> ImportedFunction:
+    """Exports `module` for `example`'s shape; params keep the names of `module.state_dict()`."""
     with torch.no_grad():
-        program = torch.export.export(chain, (example,))
+        program = torch.export.export(module.eval(), (example,))
     mod = from_exported_program(program, keep_params_as_input=True, unwrap_unit_return_tuple=True)
     mod, _ = detach_params(mod)
     mod = normalize_negative_take(mod)
     targets = {spec.arg.name: spec.target for spec in program.graph_signature.input_specs
                if spec.target is not None}
-    state = chain.state_dict(keep_vars=False)
+    state = module.state_dict(keep_vars=False)
     func = mod["main"]
     num_inputs = int(func.attrs["num_input"])
     names = []
     for var in func.params[num_inputs:]:
         if var.name not in targets:
             raise RuntimeError(f"imported parameter {var.name!r} has no source tensor in the model")
-        names.append(chain.model_name(targets[var.name]))
-    values = {chain.model_name(k): v.detach().cpu().numpy().copy() for k, v in state.items()}
-    return ImportedFunction(mod, num_inputs, names, {n: values[n] for n in names})
+        names.append(targets[var.name])
+    return ImportedFunction(mod, num_inputs, names, {n: state[n].detach().cpu().numpy().copy() for n in names})
 
 
 @relax.expr_functor.mutator

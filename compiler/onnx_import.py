@@ -24,7 +24,7 @@ from onnx import numpy_helper
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.onnx import from_onnx
 
-from compiler.api import ModelParts, PartsRequest, cut_type
+from compiler.parts import InputSpec, ModelParts, PartsRequest, cut_type, input_spec
 from compiler.importer import ImportedFunction, normalize_negative_take
 from compiler.ort_baseline import load_ort_trainer
 from compiler.training import build_training_modules
@@ -198,10 +198,9 @@ def onnx_model_parts(path: Path, request: PartsRequest) -> ModelParts:
     onnx_model = load_onnx(path)
     cut = request.cut if request.cut is not None else onnx_model.default_cut()
     check_cut(onnx_model, cut)
-    _check_input(onnx_model, request)
     trainable_names = onnx_model.trainable_names(cut)
     frozen_names = [n for n in onnx_model.param_names if n not in trainable_names]
-    input_dtype = "int64" if request.task == "nwp" else "float32"
+    input_dtype = request.input.dtype
 
     forward_parts = []
     for shape in request.shapes:
@@ -232,15 +231,29 @@ def onnx_model_parts(path: Path, request: PartsRequest) -> ModelParts:
                       check)
 
 
-def _check_input(onnx_model: OnnxModel, request: PartsRequest) -> None:
-    """ValueError unless the graph's input has the task's rank and, where static, its sizes."""
+def onnx_input_spec(path: Path, example_input: Any, lengths: Sequence[int] | None,
+                    token_range: int | None) -> InputSpec:
+    """The spec of the graph's input: its dtype, its static sizes (or the example's), the rows of
+    the embedding table (a Gather of an initializer) it indexes."""
+    onnx_model = load_onnx(path)
     (graph_input,) = [i for i in onnx_model.model.graph.input if i.name == onnx_model.input_name]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
-    for shape in request.shapes:
-        want = shape.input_shape
-        if len(dims) == len(want) and all(d is None or d == w for d, w in zip(dims[1:], want[1:])):
-            continue
-        shown = ["batch" if d is None else d for d in dims]
-        raise ValueError(f"the ONNX input {onnx_model.input_name!r} has shape {shown}; a {request.task} model "
-                         f"compiled for these settings takes [batch, {', '.join(map(str, want[1:]))}]"
-                         + (" (set seq_lengths to the model's length)" if request.task == "nwp" else ""))
+    tensor_type = graph_input.type.tensor_type
+    dtype = str(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim][1:]
+    if example_input is not None:
+        example = np.asarray(example_input)
+        if example.ndim != len(dims) + 1 or any(d is not None and d != e for d, e in zip(dims, example.shape[1:])):
+            raise ValueError(f"example input of shape {list(example.shape)} does not fit the ONNX input "
+                             f"{onnx_model.input_name!r} of shape {['batch', *dims]}")
+        dims = list(example.shape[1:])
+    if lengths is not None and dims:
+        dims[0] = max(lengths)
+    if any(d is None for d in dims):
+        raise ValueError(f"the ONNX input {onnx_model.input_name!r} has free sizes {['batch', *dims]}: "
+                         "give an example input (or lengths for axis 1)")
+    if token_range is None:
+        tables = {init.name: list(init.dims) for init in onnx_model.model.graph.initializer}
+        rows = [tables[node.input[0]][0] for node in onnx_model.model.graph.node
+                if node.op_type == "Gather" and node.input[1] == onnx_model.input_name and node.input[0] in tables]
+        token_range = rows[0] if rows else None
+    return input_spec(onnx_model.input_name, dtype, dims, lengths, token_range)

@@ -12,13 +12,10 @@ verification, `gradients(cut, labels, *trainable) -> (loss, *grads)`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 import tvm
-from torch import nn
 from tvm import relax
 from tvm.relax.training.loss import CrossEntropyLoss
 from tvm.relax.training.optimizer import SGD, Adam, MomentumSGD, Optimizer
@@ -26,7 +23,7 @@ from tvm.relax.training.utils import AppendLoss
 from tvm.relax.transform import Gradient
 
 from compiler import gradients  # noqa: F401  (registers the gradients TVM lacks)
-from compiler.importer import ImportedFunction, import_stages
+from compiler.importer import ImportedFunction
 
 MOMENTUM = 0.9
 ADAM_BETAS = (0.9, 0.999)
@@ -41,22 +38,6 @@ class TrainingModules:
     update: tvm.IRModule
     state_names: list[str]
     state_values: list[np.ndarray]
-
-
-def trainable_param_names(stages: Sequence[tuple[str, nn.Module]], cut_index: int) -> list[str]:
-    """Parameters of the stages from the cut on, named as in the model (`fc.weight`)."""
-    names = [f"{n}.{p}" for n, m in stages[cut_index:] for p, _ in m.named_parameters()]
-    if not names:
-        raise ValueError(f"stages from {stages[cut_index][0]!r} on have no parameters to train")
-    return names
-
-
-def build_trainable_part(stages: Sequence[tuple[str, nn.Module]], cut_index: int, cut_sample: np.ndarray,
-                         num_classes: int, optimizer: dict[str, Any]) -> TrainingModules:
-    """Imports stages `cut_index..` for cut activations shaped like `cut_sample` (batch included)."""
-    backbone = import_stages(stages[cut_index:], torch.from_numpy(cut_sample))
-    return build_training_modules(backbone.reorder_params(trainable_param_names(stages, cut_index)),
-                                  num_classes, optimizer)
 
 
 def optimizer_config(name: str, lr: float) -> dict[str, Any]:

@@ -192,7 +192,7 @@ def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, da
         budget = per_task * len(pending)
         builder = PersistentPoolBuilder(max_workers=min(2, os.cpu_count() or 1))
         with tqdm(total=budget, unit="trial", desc=f"tuning {len(pending)} tasks",
-                  disable=not progress) as bar:
+                  disable=None if progress else True) as bar:
             counter = _TrialProgress(bar)
             try:
                 ms.tune_tasks(

@@ -62,7 +62,7 @@ ForwardReference = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # x ->
 
 
 def torch_forward_reference(model_chain: nn.Module) -> ForwardReference:
-    """The torch chain with cut output (`StageChain(stages, cut_index=k)`) as a numpy function."""
+    """A torch module returning `(logits, cut)` (compiler/split.py) as a numpy function."""
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
             logits, cut = model_chain(torch.from_numpy(x))
@@ -95,7 +95,7 @@ def verify_training(loss_exe, update_exe, cut: np.ndarray, labels: np.ndarray, p
     """loss, every gradient and one update step of the compiled modules against torch.autograd."""
     chain = copy.deepcopy(trainable_chain).eval()
     params = dict(chain.named_parameters())
-    ordered = [params[chain.chain_name(n)] for n in param_names]
+    ordered = [params[n] for n in param_names]
     for p, value in zip(ordered, trainable):
         with torch.no_grad():
             p.copy_(torch.from_numpy(value))

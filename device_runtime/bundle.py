@@ -7,6 +7,7 @@ architecture and OS. Parameters are turned into TVM tensors once, here, and stay
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import platform
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 
 from device_runtime.files import read_npz
 from device_runtime.manifest import Manifest, mismatched_files, read_manifest
+from device_runtime.tokenizer import Tokenizer
 
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
 
@@ -85,6 +87,27 @@ class Bundle:
     optimizer_state: list[Any]
     labels: list[str]
 
+    @functools.cached_property
+    def tokenizer(self) -> Tokenizer:
+        """The bundle's tokenizer; ValueError for a model whose input is not text."""
+        entry = self.manifest.tokenizer
+        if entry is None:
+            raise ValueError(f"bundle {self.root} carries no tokenizer: its model does not read text")
+        vocab = read_labels(self.root / entry["vocab_file"])
+        if len(vocab) != self.manifest.token_range:
+            raise ValueError(f"{entry['vocab_file']} has {len(vocab)} tokens; the model reads ids below "
+                             f"{self.manifest.token_range}")
+        return Tokenizer.from_manifest(entry, vocab)
+
+    @functools.cached_property
+    def synonyms(self) -> dict[str, list[str]] | None:
+        """The text augmentation's synonym table, when the bundle carries one."""
+        if self.manifest.synonyms_file is None:
+            return None
+        from augment.synonyms import load_synonym_table
+
+        return load_synonym_table(self.root / self.manifest.synonyms_file)
+
     @property
     def fingerprint(self) -> str:
         """sha256 of the trainable starting point: a checkpoint belongs to bundles sharing it."""
@@ -106,9 +129,9 @@ def load_bundle(root: str | Path) -> Bundle:
     def tensors(file: str, names: list[str]) -> list[Any]:
         return [tvm.runtime.tensor(a, device) for a in load_param_arrays(root / file, names)]
 
-    labels = read_labels(root / manifest.label_file)
+    labels = read_labels(root / manifest.labels_file)
     if len(labels) != manifest.num_classes:
-        raise ValueError(f"{manifest.label_file} has {len(labels)} entries; the manifest says num_classes={manifest.num_classes}")
+        raise ValueError(f"{manifest.labels_file} has {len(labels)} entries; the manifest says num_classes={manifest.num_classes}")
     return Bundle(root, manifest, vms, tensors("frozen.npz", params["frozen"]),
                   tensors("trainable.npz", params["trainable"]),
                   tensors("optimizer.npz", params["optimizer_state"]), labels)

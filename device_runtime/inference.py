@@ -1,4 +1,4 @@
-"""`autlearn device infer`: predictions for a file of inputs, with learned params when given."""
+"""`autlearn device infer`: predictions for a file of inputs or typed text, with learned params when given."""
 from __future__ import annotations
 
 import zipfile
@@ -45,3 +45,13 @@ def infer_file(bundle_dir: str | Path, input_path: str | Path, *, state_dir: str
     return {"params": str(used) if used else "bundle",
             "predictions": [[{"id": int(c), "label": labels[c], "p": round(float(p[c]), 6)} for c in row]
                             for row, p in zip(best, probs)]}
+
+
+def infer_text(bundle_dir: str | Path, text: str, *, state_dir: str | Path | None = None,
+               top: int = 3) -> dict[str, Any]:
+    """The top suggestions for typed text (next words, or classes for a text classifier)."""
+    from device_runtime.text import suggestions
+
+    model = DeviceModel(load_bundle(bundle_dir))
+    used = restore_learned(Learner(model), state_dir) if state_dir is not None else None
+    return {"params": str(used) if used else "bundle", "text": text, "suggestions": suggestions(model, text, top)}

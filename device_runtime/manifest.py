@@ -8,14 +8,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from device_runtime.files import read_json_object
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
-TASKS = ("nwp", "image")
+AUGMENTATIONS = ("image", "text")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 TARGET_NAMES = ("host", "android-arm64", "linux-arm64")
 MODULE_KEYS = ("forward", "loss", "update")
@@ -25,11 +28,11 @@ MODULE_KEYS = ("forward", "loss", "update")
 class Manifest:
     """The fields of `manifest.json`, one attribute each, in the order they are written."""
 
-    task: str
+    model: str  # a name for people (the model class or recipe); nothing branches on it
     target: dict[str, str]
     tvm_version: str
     cut_layer: str
-    input: dict[str, Any]
+    input: dict[str, Any]  # name, dtype, shape ([null, ...]: null is free), token_range for ids
     cut: dict[str, Any]
     num_classes: int
     train_batch: int
@@ -37,24 +40,27 @@ class Manifest:
     forward_functions: list[dict[str, Any]]
     params: dict[str, list[str]]
     modules: dict[str, str]
+    labels_file: str
     files: dict[str, str] = dataclasses.field(default_factory=dict)
-    vocab_file: str | None = None
-    labels_file: str | None = None
+    tokenizer: dict[str, Any] | None = None  # vocab_file, pattern, lowercase, pad, unk
+    augmentation: str | None = None  # "image", "text" or None
+    synonyms_file: str | None = None  # the text augmentation's synonym table
+    seed: int = 0  # of the verification inputs
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         check_fields(self)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object, without the label-file key that does not apply to the task."""
+        """The JSON object, format version first."""
         data = dataclasses.asdict(self)
-        for key in ("vocab_file", "labels_file"):
-            if data[key] is None:
-                del data[key]
         return {"format_version": data.pop("format_version"), **data}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Manifest":
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"manifest format_version is {version!r}; this runtime reads {FORMAT_VERSION}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -66,18 +72,27 @@ class Manifest:
             raise ValueError(f"manifest lacks keys: {', '.join(missing)}")
         return cls(**data)
 
+    def referenced_files(self) -> list[str]:
+        """Every file the manifest points at (modules, labels, tokenizer, synonyms)."""
+        names = [*self.modules.values(), self.labels_file]
+        names += [self.tokenizer["vocab_file"]] if self.tokenizer else []
+        return names + ([self.synonyms_file] if self.synonyms_file else [])
+
     @property
-    def label_file(self) -> str:
-        """`vocab.txt` (nwp) or `labels.txt` (image)."""
-        return self.vocab_file if self.task == "nwp" else self.labels_file  # type: ignore[return-value]
+    def token_range(self) -> int | None:
+        """Token ids lie in [0, token_range); None for inputs that are not ids."""
+        return self.input.get("token_range")
+
+    @property
+    def next_token(self) -> bool:
+        """Whether the classes are the tokenizer's vocabulary (a next-word model)."""
+        return self.tokenizer is not None and self.tokenizer["vocab_file"] == self.labels_file
 
 
 def check_fields(m: Manifest) -> None:
     """Raises ValueError naming the first field whose value breaks the contract."""
     if m.format_version != FORMAT_VERSION:
         raise ValueError(f"manifest format_version is {m.format_version!r}; this runtime reads {FORMAT_VERSION}")
-    if m.task not in TASKS:
-        raise ValueError(f"manifest task {m.task!r} is not one of {TASKS}")
     if m.target.get("name") not in TARGET_NAMES or not m.target.get("triple"):
         raise ValueError(f"manifest target {m.target!r} needs a name in {TARGET_NAMES} and a triple")
     if m.optimizer.get("name") not in OPTIMIZERS:
@@ -86,13 +101,34 @@ def check_fields(m: Manifest) -> None:
         raise ValueError(f"manifest modules {sorted(m.modules)} must be exactly {list(MODULE_KEYS)}")
     if sorted(m.params) != ["frozen", "optimizer_state", "trainable"]:
         raise ValueError(f"manifest params keys {sorted(m.params)} must be frozen, trainable, optimizer_state")
-    label_key = "vocab_file" if m.task == "nwp" else "labels_file"
-    if getattr(m, label_key) is None:
-        raise ValueError(f"manifest of task {m.task!r} needs {label_key}")
+    spec = m.input
+    if not isinstance(spec.get("name"), str) or not isinstance(spec.get("shape"), list) or not spec["shape"]:
+        raise ValueError(f"manifest input {spec!r} needs a name and a shape [batch, ...]")
+    if spec.get("dtype") not in ("float32", "int64", "int32"):
+        raise ValueError(f"manifest input dtype {spec.get('dtype')!r} is not float32, int64 or int32")
+    is_ids = spec["dtype"].startswith("int")
+    if is_ids != isinstance(spec.get("token_range"), int) or (is_ids and spec["token_range"] < 1):
+        raise ValueError(f"manifest input {spec['name']!r}: integer ids need a positive token_range, floats none")
+    if m.augmentation is not None and m.augmentation not in AUGMENTATIONS:
+        raise ValueError(f"manifest augmentation {m.augmentation!r} is not one of {AUGMENTATIONS} or null")
+    if m.augmentation == "text" and m.tokenizer is None:
+        raise ValueError("manifest augmentation 'text' needs a tokenizer")
+    if m.tokenizer is not None and not isinstance(m.tokenizer.get("vocab_file"), str):
+        raise ValueError(f"manifest tokenizer {m.tokenizer!r} needs a vocab_file")
     if not m.forward_functions:
         raise ValueError("manifest lists no forward_functions")
     if m.train_batch < 1 or m.num_classes < 1:
         raise ValueError(f"manifest train_batch {m.train_batch} and num_classes {m.num_classes} must be >= 1")
+    for name in m.referenced_files():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ValueError(f"manifest names file {name!r} outside the bundle")
+
+
+def sample_input(spec: dict[str, Any], shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """A valid input for the manifest's input spec: ids in its token range, or floats in [0, 1)."""
+    if spec.get("token_range") is not None:
+        return rng.integers(0, spec["token_range"], size=tuple(shape)).astype(spec["dtype"])
+    return rng.random(tuple(shape), dtype=np.float32).astype(spec["dtype"], copy=False)
 
 
 def sha256_file(path: Path) -> str:

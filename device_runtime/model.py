@@ -28,15 +28,10 @@ class DeviceModel:
         self._forward_fns = {(f["batch"], tuple(f["input_shape"][1:])): vm[f["name"]]
                              for f in self.manifest.forward_functions}
 
-    @property
-    def num_tokens(self) -> int | None:
-        """Vocabulary size for token inputs (ids must lie below it), None for images."""
-        return len(self.bundle.labels) if self.manifest.task == "nwp" else None
-
     def check(self, x: np.ndarray, what: str = "input") -> np.ndarray:
         """`x` checked against the bundle's input spec (shape, dtype, finite, token range)."""
         spec = self.manifest.input
-        check_inputs(x, dtype=spec["dtype"], shape=spec["shape"], num_tokens=self.num_tokens, what=what)
+        check_inputs(x, dtype=spec["dtype"], shape=spec["shape"], num_tokens=self.manifest.token_range, what=what)
         sample_shape = tuple(x.shape[1:])
         if (1, sample_shape) not in self._forward_fns:
             known = sorted({shape for _, shape in self._forward_fns})

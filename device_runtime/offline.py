@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from device_runtime.augmentation import augment_user_data
-from device_runtime.bundle import load_bundle
+from device_runtime.bundle import Bundle, load_bundle
 from device_runtime.checkpoint import load_checkpoint, save_checkpoint
 from device_runtime.learner import Learner, StepResult
 from device_runtime.model import DeviceModel
@@ -72,6 +72,17 @@ class Progress:
     stopped_because: str = ""
 
 
+def augment_bundle_data(bundle: Bundle, x: np.ndarray, y: np.ndarray, *, ratio: float,
+                        seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The user's data with the augmentation the bundle names (none for a model without one)."""
+    kind = bundle.manifest.augmentation
+    if kind is None:
+        return x, y
+    text = kind == "text"
+    return augment_user_data(x, y, kind, ratio=ratio, seed=seed, vocab=bundle.tokenizer.vocab if text else None,
+                             synonyms=bundle.synonyms if text else None)
+
+
 class OfflineRun:
     """One bundle, one user's data, one state directory: trains in windows until the epochs are done."""
 
@@ -86,8 +97,8 @@ class OfflineRun:
         self.model = DeviceModel(self.bundle)
         self.learner = Learner(self.model)
         self.data = load_user_data(data_path, self.model)
-        x, y = augment_user_data(self.data.x, self.data.y, self.bundle.manifest.task, self.bundle.labels,
-                                 ratio=config.augment_ratio, seed=config.seed)
+        x, y = augment_bundle_data(self.bundle, self.data.x, self.data.y, ratio=config.augment_ratio,
+                                   seed=config.seed)
         batch = self.learner.batch
         if len(x) < batch:
             raise ValueError(f"user data has {len(x)} samples (with augmentation); one update needs {batch}")

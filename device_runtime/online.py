@@ -12,7 +12,7 @@ import collections
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,9 +165,12 @@ class OnlineLearner:
             return []
         cuts = [c for c, _, _ in self._pending]
         missing = [i for i, c in enumerate(cuts) if c is None]
-        if missing:  # no cached activation for these: one batched forward pass recomputes them
-            recomputed = self.model.forward(np.stack([self._pending[i][1] for i in missing]))[1]
-            for i, c in zip(missing, recomputed):
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i in missing:  # no cached activation: one batched forward pass per input shape recomputes them
+            by_shape.setdefault(self._pending[i][1].shape, []).append(i)
+        for group in by_shape.values():
+            recomputed = self.model.forward(np.stack([self._pending[i][1] for i in group]))[1]
+            for i, c in zip(group, recomputed):
                 cuts[i] = c
         cut = np.stack(cuts)
         labels = np.asarray([label for _, _, label in self._pending], dtype=np.int64)
@@ -179,7 +182,7 @@ class OnlineLearner:
         return results
 
 
-def simulate_stream(online: OnlineLearner, x: np.ndarray, y: np.ndarray, *, feedback_delay: int = 0,
+def simulate_stream(online: OnlineLearner, x: Sequence[np.ndarray], y: np.ndarray, *, feedback_delay: int = 0,
                     on_sample: Callable[[int], None] | None = None) -> OnlineStats:
     """A user's stream: each sample is inferred, and its label arrives `feedback_delay` samples later.
 
@@ -207,8 +210,12 @@ def simulate_stream(online: OnlineLearner, x: np.ndarray, y: np.ndarray, *, feed
 
 def run_online(bundle_dir: str | Path, data_path: str | Path, state_dir: str | Path, *, batch: int = 16,
                cache_size: int = 256, max_age_s: float = 600.0, feedback_delay: int = 0, use_cache: bool = True,
-               checkpoint_every: int = 10, on_sample: Callable[[int], None] | None = None) -> dict[str, Any]:
+               checkpoint_every: int = 10, on_sample: Callable[[int], None] | None = None,
+               text: bool = False) -> dict[str, Any]:
     """Streams the data file's samples through online learning; saves params and status in `state_dir`.
+
+    With `text`, the file is typed text, one line at a time (device_runtime/text.py): every word
+    is predicted from the words before it, then learned.
 
     Starts from the state directory's last online or offline checkpoint of the same bundle and
     checkpoints atomically every `checkpoint_every` updates and at the end.
@@ -218,7 +225,13 @@ def run_online(bundle_dir: str | Path, data_path: str | Path, state_dir: str | P
     state_dir = Path(state_dir)
     model = DeviceModel(load_bundle(bundle_dir))
     learner = Learner(model)
-    data = load_user_data(data_path, model)
+    if text:
+        from device_runtime.text import read_text, typed_samples
+
+        x, y = typed_samples(model, read_text(data_path))
+    else:
+        data = load_user_data(data_path, model)
+        x, y = data.x, data.y
     start = restore_learned(learner, state_dir)
     cache = InferenceCache(cache_size, max_age_s) if use_cache else None
     online = OnlineLearner(model, learner, cache, batch)
@@ -236,7 +249,7 @@ def run_online(bundle_dir: str | Path, data_path: str | Path, state_dir: str | P
         if on_sample is not None:
             on_sample(i)
 
-    stats = simulate_stream(online, data.x, data.y, feedback_delay=feedback_delay, on_sample=after_sample)
+    stats = simulate_stream(online, x, y, feedback_delay=feedback_delay, on_sample=after_sample)
     save()
     status = {"started_from": str(start) if start else "bundle", "inferred": stats.inferred,
               "labelled": stats.labelled, "updates": stats.updates, "rollbacks": learner.rollbacks,

