@@ -105,10 +105,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _bench_cache(args: argparse.Namespace) -> int:
-    from android_harness.bench_cache import run_cache_benchmark
+    from autlearn.bench_cache import run_cache_benchmark
 
     result = run_cache_benchmark(args.task, work=args.work or f"out/bench-cache/{args.task}", samples=args.samples,
-                                 repeats=args.repeats, json_path=args.json)
+                                 repeats=args.repeats, preset=args.preset, json_path=args.json)
     _print_json(result)
     return 0
 
@@ -167,7 +167,8 @@ def register(tree: CommandTree) -> None:
 
     p = tree.subcommand("bench", "cache", "online learning: the cache against recomputing the forward pass; "
                         "device peak RSS against PyTorch", "benchmarks")
-    p.add_argument("--task", choices=("nwp", "image"), required=True)
+    p.add_argument("--task", required=True, help="a task recipe of cloud_pretrain/recipes.py")
+    p.add_argument("--preset", default="demo", help="the recipe's model sizes (random weights)")
     p.add_argument("--json", help="write the figures to this JSON file")
     p.add_argument("--work", help="model, bundle and stream directory (default out/bench-cache/TASK; reused)")
     p.add_argument("--samples", type=int, default=320, help="stream length per pass")

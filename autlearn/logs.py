@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
-import importlib.util
 import logging
 import os
 import sys
@@ -144,8 +143,18 @@ def _torch_logs_to_root(torch: ModuleType) -> None:
         logger.propagate = True
 
 
+def _run_hook(hook: Callable[[ModuleType], None], module: ModuleType) -> None:
+    try:
+        hook(module)
+    except Exception:  # a library's private API moved: its output may reach the screen, never fail
+        logging.getLogger(__name__).exception("could not redirect %s's output", module.__name__)
+
+
 class _AfterImport(importlib.abc.MetaPathFinder):
-    """Runs `hook(module)` once `name` is first imported: setting a library up costs no import now."""
+    """Runs `hook(module)` once `name` is first imported: setting a library up costs no import now.
+
+    It stays on sys.meta_path until that import: `importlib.util.find_spec(name)` alone (onnxruntime
+    asks it about torch) finds a spec that is never loaded."""
 
     def __init__(self, name: str, hook: Callable[[ModuleType], None]) -> None:
         self.name, self.hook = name, hook
@@ -153,17 +162,16 @@ class _AfterImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, D102
         if fullname != self.name:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        later = sys.meta_path[sys.meta_path.index(self) + 1:]
+        spec = next((s for f in later if (s := f.find_spec(fullname, path, target)) is not None), None)
         if spec is not None and spec.loader is not None:
             exec_module = spec.loader.exec_module
 
             def exec_then_hook(module: ModuleType) -> None:
                 exec_module(module)
-                try:
-                    self.hook(module)
-                except Exception:  # a library's private API moved: its output may reach the screen
-                    logging.getLogger(__name__).exception("could not redirect %s's output", fullname)
+                if self in sys.meta_path:
+                    sys.meta_path.remove(self)
+                _run_hook(self.hook, module)
 
             spec.loader.exec_module = exec_then_hook  # type: ignore[method-assign]
         return spec
@@ -173,7 +181,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 def _after_import(name: str, hook: Callable[[ModuleType], None]) -> Iterator[None]:
     """`hook(module)` now if `name` is imported, else right after its import inside the block."""
     if name in sys.modules:
-        hook(sys.modules[name])
+        _run_hook(hook, sys.modules[name])
         yield
         return
     finder = _AfterImport(name, hook)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from cloud_pretrain import models, tasks
-from device_runtime.tokenizer import Tokenizer
+from device_runtime.tokenizer import PAD, UNK, Tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +26,16 @@ class Task:
     presets: dict[str, tasks.Preset]
     data: Callable[..., tasks.TaskData]  # (preset, seed, vocab=None) -> TaskData
     classes_key: str  # the checkpoint key holding the class names: "vocab" or "labels"
+    classes_arg: str  # the model's keyword for the number of classes
+    placeholder_classes: Callable[[], list[str]]  # class names of a model built without data
     augmentation: str  # "text" or "image"
     users: str  # who the per-user data are, for people
+
+    def random_model(self, preset: str = "demo") -> tuple[models.StagedModel, dict[str, Any]]:
+        """A preset-sized model with random weights and checkpoint-like meta: enough for timing."""
+        classes = self.placeholder_classes()
+        model = self.model(**{**self.presets[preset].model, self.classes_arg: len(classes)}).eval()
+        return model, {"task": self.name, self.classes_key: classes, "metrics": {"preset": preset}}
 
     def example_input(self, model: models.StagedModel, batch: int = 1, length: int = 10) -> torch.Tensor:
         return models.example_input(self.name, model, batch=batch, length=length)
@@ -50,11 +58,23 @@ class Task:
                 "augmentation": self.augmentation}
 
 
+def _placeholder_vocab() -> list[str]:
+    from cloud_pretrain.data.text import VOCAB_SIZE
+
+    return [PAD, UNK] + [f"word{i}" for i in range(VOCAB_SIZE)]
+
+
+def _femnist_classes() -> list[str]:
+    from cloud_pretrain.data.fonts import FEMNIST_CLASSES
+
+    return list(FEMNIST_CLASSES)
+
+
 TASKS: dict[str, Task] = {
-    "nwp": Task("nwp", models.NextWordLSTM, tasks.PRESETS["nwp"], tasks.nwp_data, "vocab", "text",
-                "Shakespeare speakers"),
-    "image": Task("image", models.MobileNetV2Image, tasks.PRESETS["image"], tasks.image_data, "labels", "image",
-                  "handwriting writers"),
+    "nwp": Task("nwp", models.NextWordLSTM, tasks.PRESETS["nwp"], tasks.nwp_data, "vocab", "vocab_size",
+                _placeholder_vocab, "text", "Shakespeare speakers"),
+    "image": Task("image", models.MobileNetV2Image, tasks.PRESETS["image"], tasks.image_data, "labels",
+                  "num_classes", _femnist_classes, "image", "handwriting writers"),
 }
 
 

@@ -21,6 +21,13 @@ def choose_trainable(model: nn.Module, gm: torch.fx.GraphModule, cut: str | None
     return check_names(model, trainable_from(gm, cut) if cut is not None else default_trainable(gm))
 
 
+def split_model(model: nn.Module, example: torch.Tensor, cut: str | None = None,
+                trainable: list[str] | None = None) -> GraphSplit:
+    """The model exported for `example`'s shape and split where its trainable parameters begin."""
+    gm = export_graph(model.eval(), example)
+    return split_graph(gm, choose_trainable(model, gm, cut, trainable))
+
+
 def torch_model_parts(model: nn.Module, request: PartsRequest) -> ModelParts:
     """The model exported for every forward shape, split at its trainable parameters."""
     model = model.eval()

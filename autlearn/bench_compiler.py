@@ -6,7 +6,9 @@ after warm-up) so machine load hits them alike. Two workloads, as the device run
   trainable part, cross-entropy, gradients, SGD step. TVM: the bundle's `update` function;
   PyTorch: eager autograd + torch.optim.SGD; ORT: onnxruntime-training artifacts.
 - forward: whole-model inference, batch 1. TVM: the bundle's `forward_b1*`; PyTorch: eager.
-The bundles come from `compile_bundle` (untuned, and tuned when `tune_trials` > 0).
+The bundles come from `compile_bundle` (untuned, and tuned when `tune_trials` > 0); the PyTorch
+side trains the same trainable part (compiler.torch_parts.split_model) with the same step as
+every benchmark (autlearn/torch_step.py). It knows models, not tasks.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +27,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from autlearn.torch_step import TorchHeadStep
 from compiler.api import compile_bundle
-from compiler.importer import StageChain
 from compiler.ort_baseline import build_ort_trainer
 from compiler.targets import resolve_target
+from compiler.torch_parts import split_model
 from compiler.tuning import default_database_dir
+from device_runtime.manifest import sample_input
 
-TASK_INPUT_SHAPES = {"nwp": None, "image": (1, 28, 28)}  # nwp: [batch, seq_length] token ids
 TIMING_BLOCK = 5  # consecutive calls of one implementation per round
 GOALS = {"update_speedup_vs_torch": 2.0, "update_speedup_vs_ort": 2.0, "forward_speedup_vs_torch": 1.3}
 
@@ -77,12 +80,6 @@ def time_side_by_side(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
-def _sample_input(task: str, batch: int, seq_length: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
-    if task == "nwp":
-        return rng.integers(0, num_classes, size=(batch, seq_length)).astype("int64")
-    return rng.random((batch, *TASK_INPUT_SHAPES[task]), dtype=np.float32)
-
-
 class _TvmUpdate:
     """Calls a bundle's `update` with tensors kept on the device, feeding each step's params back."""
 
@@ -97,22 +94,6 @@ class _TvmUpdate:
         out = self.fn(*self.args, *self.state)
         self.state = [out[i] for i in range(1, len(out))]
         return float(out[0].numpy())
-
-
-class _TorchUpdate:
-    """An eager training step of a private copy of the trainable stages."""
-
-    def __init__(self, trainable: nn.Module, cut: np.ndarray, labels: np.ndarray, lr: float) -> None:
-        self.model = copy.deepcopy(trainable).eval()
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr)
-        self.cut, self.labels = torch.from_numpy(cut), torch.from_numpy(labels)
-
-    def __call__(self) -> float:
-        self.opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(self.model(self.cut), self.labels)
-        loss.backward()
-        self.opt.step()
-        return loss.item()
 
 
 def _forward_fn(bundle: Any, x: np.ndarray) -> Callable[[], Any]:
@@ -135,55 +116,51 @@ def _speedups(ms: dict[str, dict[str, float]], variant: str) -> dict[str, float]
             "forward_speedup_vs_torch": ms["forward"]["torch"] / ms["forward"][variant]}
 
 
-def bench_compiler(model: nn.Module, task: str, labels: Sequence[str], work_dir: Path, *,
-                   cut: str | None = None, tune_trials: int = 0, tuning_db: Path | None = None,
-                   threads: int = 2, train_batch: int = 16, seq_length: int = 10, lr: float = 0.05,
-                   warmup: int = 10, repeats: int = 50, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def bench_compiler(model: nn.Module, inputs: dict[str, Any], work_dir: Path, *, cut: str | None = None,
+                   tune_trials: int = 0, tuning_db: Path | None = None, threads: int = 2, train_batch: int = 16,
+                   lr: float = 0.05, warmup: int = 10, repeats: int = 50, seed: int = 0,
+                   progress: bool = True) -> dict[str, Any]:
     """Compiles `model` (untuned, and tuned if `tune_trials` > 0) and times it against the baselines.
 
+    `inputs`: the `compile_bundle` inputs (example_input, labels, lengths, tokenizer, name).
     Returns a JSON-ready dict: median times in ms, first-step losses of every implementation
     (they start from the same parameters, so they must agree), compile and tune seconds, new
     tuning trials, and speedups of the best compiled variant.
     """
-    if task not in TASK_INPUT_SHAPES:
-        raise ValueError(f"unknown task {task!r}; choose nwp or image")
     from device_runtime.bundle import load_bundle
 
     set_threads(threads)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    stages = list(model.eval().stages())
-    names = [n for n, _ in stages]
-    cut = cut or names[-1]
-    if cut not in names:
-        raise ValueError(f"unknown cut layer {cut!r}; the model's stages are: {', '.join(names)}")
-    k = names.index(cut)
-    options = dict(labels=labels, cut=cut, train_batch=train_batch, seq_lengths=(seq_length,), lr=lr)
-
+    model = model.eval()
     variants = {"tvm_untuned": 0} | ({"tvm_tuned": tune_trials} if tune_trials > 0 else {})
     database_dir = Path(tuning_db) if tuning_db else default_database_dir(resolve_target("host").tvm_target())
     bundles, compile_seconds = {}, {}
     records_before = _count_records(database_dir)
     for variant, trials in variants.items():
         start = time.perf_counter()
-        path = compile_bundle(model, task, work_dir / variant, tune_trials=trials, tuning_db=database_dir,
-                              **options)
+        path = compile_bundle(model, out=work_dir / variant, cut=cut, train_batch=train_batch, lr=lr,
+                              tune_trials=trials, tuning_db=database_dir, **inputs)
         compile_seconds[variant] = time.perf_counter() - start
         bundles[variant] = load_bundle(path)
     new_trials = _count_records(database_dir) - records_before
 
+    manifest = bundles["tvm_untuned"].manifest
     rng = np.random.default_rng(seed)
-    x_train = _sample_input(task, train_batch, seq_length, len(labels), rng)
+    shapes = {f["batch"]: f["input_shape"] for f in manifest.forward_functions}  # the longest length last
+    x_train = sample_input(manifest.input, shapes[train_batch], rng)
+    split = split_model(model, torch.from_numpy(x_train), cut=cut)
     with torch.no_grad():
-        cut_acts = StageChain(stages[:k])(torch.from_numpy(x_train)).numpy() if k else x_train
-    y_train = rng.integers(0, len(labels), size=train_batch).astype("int64")
-    x_one = _sample_input(task, 1, seq_length, len(labels), rng)
-    trainable = StageChain(copy.deepcopy(stages[k:]))
+        cut_acts = split.forward(torch.from_numpy(x_train))[1].numpy()
+    y_train = rng.integers(0, manifest.num_classes, size=train_batch).astype("int64")
+    x_one = sample_input(manifest.input, shapes[1], rng)
+    torch_step = TorchHeadStep(split.trainable, lr)
+    cut_torch, y_torch = torch.from_numpy(cut_acts), torch.from_numpy(y_train)
 
     with tempfile.TemporaryDirectory(prefix="autlearn_ort_") as ort_dir:
-        ort = build_ort_trainer(copy.deepcopy(trainable), torch.from_numpy(cut_acts), lr=lr,
-                                workdir=Path(ort_dir), threads=threads)
-        updates = {"torch": _TorchUpdate(trainable, cut_acts, y_train, lr),
+        ort = build_ort_trainer(copy.deepcopy(split.trainable), cut_torch, lr=lr, workdir=Path(ort_dir),
+                                threads=threads)
+        updates = {"torch": lambda: torch_step(cut_torch, y_torch),
                    "ort": lambda: ort.step(cut_acts, y_train)}
         updates |= {v: _TvmUpdate(b, cut_acts, y_train) for v, b in bundles.items()}
         first_loss = {name: fn() for name, fn in updates.items()}
@@ -204,8 +181,8 @@ def bench_compiler(model: nn.Module, task: str, labels: Sequence[str], work_dir:
     best = "tvm_tuned" if "tvm_tuned" in bundles else "tvm_untuned"
     headline = _speedups(ms, best)
     return {
-        "task": task, "cut": cut, "threads": threads, "train_batch": train_batch, "forward_batch": 1,
-        "seq_length": seq_length if task == "nwp" else None, "warmup": warmup, "repeats": repeats,
+        "model": manifest.model, "cut": manifest.cut_layer, "threads": threads, "train_batch": train_batch,
+        "forward_batch": 1, "forward_input_shape": shapes[1], "warmup": warmup, "repeats": repeats,
         "load_average": list(os.getloadavg()), "compared": best,
         "environment": {k: os.environ.get(k) for k in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
         **headline,
@@ -237,7 +214,7 @@ def write_report(result: dict[str, Any], json_path: Path) -> tuple[Path, Path]:
         ax.bar_label(bars, fmt="%.3f")
         ax.set_title(title)
         ax.set_ylabel("median ms (lower is better)")
-    fig.suptitle(f"{result['task']}: TVM vs PyTorch eager vs ORT training, {result['threads']} threads, "
+    fig.suptitle(f"{result['model']}: TVM vs PyTorch eager vs ORT training, {result['threads']} threads, "
                  f"{result['tuned_trials']} new tuning trials")
     fig.tight_layout()
     png = json_path.with_suffix(".png")

@@ -1,14 +1,17 @@
 """`autlearn bench cache`: what the inference-training cache saves in online learning, and the
 device process's memory against PyTorch doing the same training.
 
-Three processes, so each measures only itself: this one prepares (model, bundle, stream); a
-device worker (isolated: runtime-only TVM, numpy, no torch) streams the samples through
-`OnlineLearner` with the cache and without it (recomputing the forward pass in one batched
-call per update), alternating repeats so both see the same machine load; a PyTorch worker runs
-the same head-only online training in eager mode. Each worker reports its peak RSS.
+Three processes, so each measures only itself: this one prepares (a recipe's model with random
+weights, its bundle, the two torch.export programs of its split, a stream); a device worker
+(isolated: runtime-only TVM, numpy, no torch) streams the samples through `OnlineLearner` with
+the cache and without it (recomputing the forward pass in one batched call per update),
+alternating repeats so both see the same machine load; a PyTorch worker, importing torch alone,
+runs the same head-only online training in eager mode (batch-1 inference that also returns the
+cut activation, then autlearn.torch_step per batch). Each worker reports its RSS after its
+imports and its peak.
 
-Run as `python -m android_harness.bench_cache device|torch ...` for the workers; this module
-imports nothing heavy at the top, so the device worker never loads torch.
+Run as `python -m autlearn.bench_cache device|torch ...` for the workers; this module imports
+nothing heavy at the top, so the device worker never loads torch.
 """
 from __future__ import annotations
 
@@ -23,13 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Small but real models: the bundle compiles in about a minute on 2 cores.
-BENCH_MODELS = {
-    "nwp": {"vocab_size": 2000, "embed_dim": 64, "hidden_size": 128},
-    "image": {"num_classes": 62, "width_mult": 0.5},
-}
-SEQ_LENGTH = 10
 THREADS = "1"  # both workers single-threaded: a fair comparison on a shared 2-core machine
+
+
+def _rss_kib() -> int:
+    """This process's resident memory now (VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _peak_rss_kib() -> int:
@@ -43,45 +48,46 @@ def _peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _labels(task: str, config: dict[str, Any]) -> list[str]:
-    if task == "nwp":
-        return ["<pad>", "<unk>"] + [f"w{i}" for i in range(config["vocab_size"] - 2)]
-    return [f"c{i}" for i in range(config["num_classes"])]
+def _packages_loaded() -> list[str]:
+    """Which of the heavy packages this worker has imported: each side loads only what it trains with."""
+    return [p for p in ("torch", "torchvision", "tvm", "onnxruntime", "cloud_pretrain", "compiler")
+            if p in sys.modules]
 
 
-def prepare(task: str, work: Path, samples: int, seed: int = 0) -> dict[str, Path]:
-    """The model checkpoint and its compiled bundle (both reused when `work` has them), and a
-    labelled stream of random inputs shaped for the bundle."""
+def prepare(task: str, work: Path, samples: int, preset: str = "demo", seed: int = 0) -> dict[str, Path]:
+    """The recipe's model (random weights) compiled to a bundle, its split as torch.export
+    programs (batch-1 inference returning the cut, the head at the training batch), all reused
+    when `work` has them, and a labelled stream of random inputs of the bundle's input spec."""
     import numpy as np
 
-    if task not in BENCH_MODELS:
-        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(BENCH_MODELS)}")
+    from device_runtime.manifest import sample_input
+
     work.mkdir(parents=True, exist_ok=True)
-    paths = {"checkpoint": work / "checkpoint.pt", "bundle": work / "bundle", "stream": work / "stream.npz"}
-    if not (paths["bundle"] / "manifest.json").is_file() or not paths["checkpoint"].is_file():
+    paths = {"bundle": work / "bundle", "forward": work / "forward.pt2", "head": work / "head.pt2",
+             "stream": work / "stream.npz"}
+    rng = np.random.default_rng(seed)
+    if not all(p.exists() for p in (paths["bundle"] / "manifest.json", paths["forward"], paths["head"])):
         import torch
 
-        from cloud_pretrain.checkpoint import save_checkpoint
-        from cloud_pretrain.models import build_model
+        from cloud_pretrain.recipes import get_task
         from compiler import compile_bundle
+        from compiler.torch_parts import split_model
 
-        config = BENCH_MODELS[task]
-        labels = _labels(task, config)
         torch.manual_seed(seed)
-        model = build_model(task, **config).eval()
-        save_checkpoint(paths["checkpoint"], model, task, **({"vocab": labels} if task == "nwp" else {"labels": labels}))
-        compile_bundle(model, task, paths["bundle"], labels=labels, seq_lengths=(SEQ_LENGTH,))
+        recipe = get_task(task)
+        model, meta = recipe.random_model(preset)
+        bundle = compile_bundle(model, out=paths["bundle"], **recipe.compile_inputs(model, meta, synonyms=False))
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        shapes = {f["batch"]: f["input_shape"] for f in manifest["forward_functions"]}  # longest length last
+        for key, batch in (("forward", 1), ("head", manifest["train_batch"])):
+            x = torch.from_numpy(sample_input(manifest["input"], shapes[batch], rng))
+            split = split_model(model, x)
+            module, example = (split.forward, x) if key == "forward" else (split.trainable, split.forward(x)[1])
+            torch.export.save(torch.export.export(module, (example.detach(),)), paths[key])
     manifest = json.loads((paths["bundle"] / "manifest.json").read_text())
-    if manifest["task"] != task:
-        raise ValueError(f"{paths['bundle']} is a {manifest['task']} bundle, not {task}")
-    sample_shape = manifest["forward_functions"][0]["input_shape"][1:]
-    classes = manifest["num_classes"]
-    rng = np.random.default_rng(seed)
-    if task == "nwp":
-        x = rng.integers(2, classes, size=(samples, *sample_shape)).astype(np.int64)
-    else:
-        x = rng.random((samples, *sample_shape), dtype=np.float32)
-    np.savez(paths["stream"], x=x, y=rng.integers(0, classes, size=samples).astype(np.int64))
+    one = [f["input_shape"] for f in manifest["forward_functions"] if f["batch"] == 1][-1]  # as forward.pt2
+    x = sample_input(manifest["input"], [samples, *one[1:]], rng)
+    np.savez(paths["stream"], x=x, y=rng.integers(0, manifest["num_classes"], size=samples).astype(np.int64))
     return paths
 
 
@@ -100,6 +106,7 @@ def device_worker(bundle: Path, stream: Path, repeats: int) -> dict[str, Any]:
     loaded = load_bundle(bundle)
     with np.load(stream) as data:
         x, y = data["x"], data["y"]
+    after_imports = _rss_kib()
 
     def one_pass(use_cache: bool) -> tuple[float, float, int]:
         model = DeviceModel(loaded)  # fresh params from the bundle: both modes do the same work
@@ -120,7 +127,8 @@ def device_worker(bundle: Path, stream: Path, repeats: int) -> dict[str, Any]:
         runs["cache"].append(one_pass(True))
         runs["recompute"].append(one_pass(False))
     n = len(x)
-    result: dict[str, Any] = {"samples": n, "updates": runs["cache"][0][2], "peak_rss_kib": _peak_rss_kib(),
+    result: dict[str, Any] = {"samples": n, "updates": runs["cache"][0][2], "rss_after_imports_kib": after_imports,
+                              "peak_rss_kib": _peak_rss_kib(), "packages_loaded": _packages_loaded(),
                               "torch_loaded": "torch" in sys.modules}
     for mode, passes in runs.items():
         result[f"{mode}_learn_ms_per_labelled"] = 1e3 * statistics.median(p[1] for p in passes) / n
@@ -128,49 +136,46 @@ def device_worker(bundle: Path, stream: Path, repeats: int) -> dict[str, Any]:
     return result
 
 
-def torch_worker(checkpoint: Path, stream: Path, repeats: int, lr: float, batch: int) -> dict[str, Any]:
-    """The same head-only online training in PyTorch eager: infer each sample, train per batch."""
+def torch_worker(forward: Path, head: Path, stream: Path, repeats: int, lr: float, batch: int) -> dict[str, Any]:
+    """The same head-only online training in PyTorch eager: infer each sample (keeping its cut
+    activation), train the head per batch with the benchmarks' one torch step."""
     import numpy as np
     import torch
 
-    from cloud_pretrain.checkpoint import load_checkpoint
-    from cloud_pretrain.models import DEFAULT_CUT, split_at
+    from autlearn.torch_step import TorchHeadStep
 
     torch.set_num_threads(int(THREADS))
     with np.load(stream) as data:
         x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
-    model, meta = load_checkpoint(checkpoint)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    infer = torch.export.load(str(forward)).module()
+    trainable = torch.export.load(str(head)).module()
+    after_imports = _rss_kib()
 
     def one_pass() -> float:
-        model.load_state_dict(initial)
-        frozen, head = split_at(model, DEFAULT_CUT[meta["task"]])
-        optimizer = torch.optim.SGD(head.parameters(), lr=lr)
+        step = TorchHeadStep(trainable, lr)  # fresh params: every pass does the same work
+        cuts: list[torch.Tensor] = []
         pending: list[int] = []
         start = time.perf_counter()
         for i in range(len(x)):
             with torch.no_grad():
-                model(x[i:i + 1]).argmax(1)
+                logits, cut = infer(x[i:i + 1])
+                logits.argmax(1)
+            cuts.append(cut)
             pending.append(i)
             if len(pending) == batch:
-                index = torch.tensor(pending)
-                with torch.no_grad():
-                    cut = frozen(x[index])
-                loss = torch.nn.functional.cross_entropy(head(cut), y[index])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                pending = []
+                step(torch.cat(cuts), y[torch.tensor(pending)])
+                cuts, pending = [], []
         return time.perf_counter() - start
 
     one_pass()
     seconds = statistics.median(one_pass() for _ in range(repeats))
-    return {"total_ms_per_sample": 1e3 * seconds / len(x), "peak_rss_kib": _peak_rss_kib()}
+    return {"total_ms_per_sample": 1e3 * seconds / len(x), "rss_after_imports_kib": after_imports,
+            "peak_rss_kib": _peak_rss_kib(), "packages_loaded": _packages_loaded()}
 
 
 def _worker(args: list[str]) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": THREADS, "TVM_NUM_THREADS": THREADS}
-    done = subprocess.run([sys.executable, "-m", "android_harness.bench_cache", *args], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "autlearn.bench_cache", *args], capture_output=True,
                           text=True, env=env, timeout=1800, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark worker {args[0]} failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -200,16 +205,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def run_cache_benchmark(task: str, *, work: str | Path, samples: int = 320, repeats: int = 5,
-                        json_path: str | Path | None = None) -> dict[str, Any]:
+                        preset: str = "demo", json_path: str | Path | None = None) -> dict[str, Any]:
     """Prepares, runs both workers and returns (and optionally writes) the figures, with a plot."""
     if samples < 16 or repeats < 1:
         raise ValueError(f"need samples >= 16 and repeats >= 1, got {samples}, {repeats}")
     work = Path(work)
-    paths = prepare(task, work, samples)
+    paths = prepare(task, work, samples, preset)
     manifest = json.loads((paths["bundle"] / "manifest.json").read_text())
     device = _worker(["device", "--bundle", str(paths["bundle"]), "--stream", str(paths["stream"]),
                       "--repeats", str(repeats)])
-    torch_side = _worker(["torch", "--checkpoint", str(paths["checkpoint"]), "--stream", str(paths["stream"]),
+    torch_side = _worker(["torch", "--forward", str(paths["forward"]), "--head", str(paths["head"]),
+                          "--stream", str(paths["stream"]),
                           "--repeats", str(repeats), "--lr", str(manifest["optimizer"]["lr"]),
                           "--batch", str(manifest["train_batch"])])
     result = {"task": task, "samples": samples, "repeats": repeats, "threads": int(THREADS),
@@ -225,14 +231,15 @@ def run_cache_benchmark(task: str, *, work: str | Path, samples: int = 320, repe
 
 def main(argv: list[str] | None = None) -> int:
     """Worker entry point: prints one JSON line."""
-    parser = argparse.ArgumentParser(prog="python -m android_harness.bench_cache")
+    parser = argparse.ArgumentParser(prog="python -m autlearn.bench_cache")
     sub = parser.add_subparsers(dest="worker", required=True)
     d = sub.add_parser("device")
     d.add_argument("--bundle", type=Path, required=True)
     d.add_argument("--stream", type=Path, required=True)
     d.add_argument("--repeats", type=int, default=5)
     t = sub.add_parser("torch")
-    t.add_argument("--checkpoint", type=Path, required=True)
+    t.add_argument("--forward", type=Path, required=True)
+    t.add_argument("--head", type=Path, required=True)
     t.add_argument("--stream", type=Path, required=True)
     t.add_argument("--repeats", type=int, default=5)
     t.add_argument("--lr", type=float, required=True)
@@ -241,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker == "device":
         result = device_worker(args.bundle, args.stream, args.repeats)
     else:
-        result = torch_worker(args.checkpoint, args.stream, args.repeats, args.lr, args.batch)
+        result = torch_worker(args.forward, args.head, args.stream, args.repeats, args.lr, args.batch)
     print(json.dumps(result))
     return 0
 
