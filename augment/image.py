@@ -1,7 +1,8 @@
 """Image augmentation in numpy only (the device side has no torch, no PIL).
 
-Ops take a batch [n, 1, H, W] or [n, H, W], uint8 in [0, 255] or float in [0, 1], and return
-a batch of the same shape, dtype and range. Geometric ops (rotation, scale, crop, translation)
+Ops take a batch [n, C, H, W] (any number of channels) or [n, H, W], uint8 in [0, 255] or float
+in [0, 1], and return a batch of the same shape, dtype and range; the channels of an image move
+together. Geometric ops (rotation, scale, crop, translation)
 are one affine resampling with bilinear interpolation; pixels that come from outside the
 image are background (0). Every op draws its parameters per sample from a numpy Generator.
 Horizontal flip turns some characters into others (b/d, p/q), so it is not a default op.
@@ -15,9 +16,9 @@ import numpy as np
 
 
 def check_image_batch(x: np.ndarray) -> None:
-    """Raises ValueError unless x is [n, 1, H, W] or [n, H, W], uint8, or float in [0, 1]."""
-    if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[1] != 1):
-        raise ValueError(f"image batch must be [n, 1, H, W] or [n, H, W], got shape {x.shape}")
+    """Raises ValueError unless x is [n, C, H, W] or [n, H, W], uint8, or float in [0, 1]."""
+    if x.ndim not in (3, 4):
+        raise ValueError(f"image batch must be [n, C, H, W] or [n, H, W], got shape {x.shape}")
     if x.dtype == np.uint8:
         return
     if not np.issubdtype(x.dtype, np.floating):
@@ -27,10 +28,10 @@ def check_image_batch(x: np.ndarray) -> None:
 
 
 def _as_unit_batch(x: np.ndarray) -> np.ndarray:
-    """float64 [n, H, W] in [0, 1] from a checked uint8 or float batch of either layout."""
+    """float64 [n, C, H, W] in [0, 1] from a checked uint8 or float batch of either layout."""
     check_image_batch(x)
     unit = x / 255.0 if x.dtype == np.uint8 else x.astype(np.float64)
-    return unit.reshape(len(x), *x.shape[-2:])
+    return unit.reshape(len(x), -1, *x.shape[-2:])
 
 
 def _like(unit: np.ndarray, original: np.ndarray) -> np.ndarray:
@@ -42,7 +43,7 @@ def _like(unit: np.ndarray, original: np.ndarray) -> np.ndarray:
 
 
 def _batch_op(core: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """Makes a core op on float [n, H, W] in [0, 1] accept and return any supported batch."""
+    """Makes a core op on float [n, C, H, W] in [0, 1] accept and return any supported batch."""
     @wraps(core)
     def op(x: np.ndarray, rng: np.random.Generator, **params: float) -> np.ndarray:
         x = np.asarray(x)
@@ -55,7 +56,7 @@ def _affine(x: np.ndarray, inverse: np.ndarray) -> np.ndarray:
 
     inverse: [n, 2, 3] maps output (row, col) to input (row, col), both centred on the image.
     """
-    n, h, w = x.shape
+    n, channels, h, w = x.shape
     centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
     rows, cols = np.meshgrid(np.arange(h) - centre[0], np.arange(w) - centre[1], indexing="ij")
     grid = np.stack([rows.ravel(), cols.ravel(), np.ones(h * w)])            # [3, h*w]
@@ -63,14 +64,14 @@ def _affine(x: np.ndarray, inverse: np.ndarray) -> np.ndarray:
     r0, c0 = np.floor(src[:, 0]), np.floor(src[:, 1])
     fr, fc = src[:, 0] - r0, src[:, 1] - c0
     # Sample from a copy with a one-pixel background border; coordinates beyond it clamp to it.
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1))).reshape(n, -1)
-    out = np.zeros((n, h * w))
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))).reshape(n, channels, -1)
+    out = np.zeros((n, channels, h * w))
     for dr, dc, weight in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
                            (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
         r = np.clip(r0 + dr + 1, 0, h + 1).astype(np.intp)
         c = np.clip(c0 + dc + 1, 0, w + 1).astype(np.intp)
-        out += weight * np.take_along_axis(padded, r * (w + 2) + c, axis=1)
-    return out.reshape(n, h, w)
+        out += weight[:, None] * np.take_along_axis(padded, (r * (w + 2) + c)[:, None], axis=2)
+    return out.reshape(n, channels, h, w)
 
 
 def _matrices(n: int, angle: np.ndarray | float = 0.0, zoom: np.ndarray | float = 1.0,
@@ -88,7 +89,7 @@ def _matrices(n: int, angle: np.ndarray | float = 0.0, zoom: np.ndarray | float 
 @_batch_op
 def flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Horizontal mirror (opt-in: it changes a character's identity)."""
-    return x[:, :, ::-1]
+    return x[..., ::-1]
 
 
 @_batch_op
@@ -107,7 +108,7 @@ def scale(x: np.ndarray, rng: np.random.Generator, low: float = 0.85, high: floa
 @_batch_op
 def crop(x: np.ndarray, rng: np.random.Generator, min_fraction: float = 0.75) -> np.ndarray:
     """Random crop keeping a fraction in [min_fraction, 1) of each side, resized back to H x W."""
-    n, h, w = x.shape
+    n, h, w = len(x), *x.shape[-2:]
     fraction = rng.uniform(min_fraction, 1.0, n)
     # The crop window's centre may sit anywhere that keeps the window inside the image.
     slack_r, slack_c = (1 - fraction) * (h - 1) / 2, (1 - fraction) * (w - 1) / 2
@@ -120,7 +121,7 @@ def crop(x: np.ndarray, rng: np.random.Generator, min_fraction: float = 0.75) ->
 @_batch_op
 def translate(x: np.ndarray, rng: np.random.Generator, max_fraction: float = 0.1) -> np.ndarray:
     """Shift by up to max_fraction of the height / width in each direction."""
-    n, h, w = x.shape
+    n, h, w = len(x), *x.shape[-2:]
     dr = rng.uniform(-max_fraction, max_fraction, n) * h
     dc = rng.uniform(-max_fraction, max_fraction, n) * w
     return _affine(x, _matrices(n, shift_r=dr, shift_c=dc))

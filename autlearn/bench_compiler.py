@@ -31,6 +31,7 @@ from autlearn.torch_step import TorchHeadStep
 from compiler.api import compile_bundle
 from compiler.ort_baseline import build_ort_trainer
 from compiler.targets import resolve_target
+from compiler.split import inference_mode
 from compiler.torch_parts import split_model
 from compiler.tuning import default_database_dir
 from device_runtime.manifest import sample_input
@@ -99,7 +100,7 @@ class _TvmUpdate:
 def _forward_fn(bundle: Any, x: np.ndarray) -> Callable[[], Any]:
     import tvm
 
-    entry = next(f for f in bundle.manifest.forward_functions if f["batch"] == x.shape[0])
+    entry = next(f for f in bundle.manifest.forward_functions if f["input_shape"] == list(x.shape))
     fn = bundle.vms["forward"][entry["name"]]
     args = [tvm.runtime.tensor(x), *bundle.frozen, *bundle.trainable]
     return lambda: fn(*args)
@@ -132,7 +133,7 @@ def bench_compiler(model: nn.Module, inputs: dict[str, Any], work_dir: Path, *, 
     set_threads(threads)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
+    model = inference_mode(model)
     variants = {"tvm_untuned": 0} | ({"tvm_tuned": tune_trials} if tune_trials > 0 else {})
     database_dir = Path(tuning_db) if tuning_db else default_database_dir(resolve_target("host").tvm_target())
     bundles, compile_seconds = {}, {}

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import importlib.metadata
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -90,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("autlearn").info("autlearn %s", " ".join(sys.argv[1:] if argv is None else argv))
         try:
             return int(args.func(args) or 0)
+        except BrokenPipeError:  # whoever read our output stopped (`| head`): nothing left to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        except KeyboardInterrupt:
+            print("autlearn: interrupted", file=sys.stderr)
+            return 130
         except Exception as err:
             logging.getLogger("autlearn").exception("the command failed")
             if args.debug:

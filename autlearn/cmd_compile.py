@@ -72,7 +72,7 @@ def register(tree: CommandTree) -> None:
                      help="with --exported or --onnx: class names, one a line (line i is class i)")
     cmd.add_argument("--vocab", type=pathlib.Path, default=None,
                      help="with --exported or --onnx: the tokenizer vocabulary of a text model, one token a line "
-                          "(<pad>, <unk> first); it travels in the bundle")
+                          "(<pad>, <unk> first); it travels in the bundle with its WordNet synonym table")
     cmd.add_argument("--token-range", type=int, default=None,
                      help="bound of integer input ids (default: the rows of the embedding the input feeds)")
     add_compile_flags(cmd)
@@ -116,7 +116,10 @@ def _file_inputs(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     inputs: dict[str, Any] = {"labels": read_labels(args.labels), "lengths": args.lengths,
                               "token_range": args.token_range}
     if args.vocab is not None:
+        from augment.synonyms import build_synonym_table
+
         inputs["tokenizer"] = Tokenizer(read_labels(args.vocab))
+        inputs["synonyms"] = build_synonym_table(inputs["tokenizer"].vocab)  # text augmentation on the device
     if args.onnx is not None:
         return args.onnx, {**inputs, "example_input": None}
     return load_exported(args.exported), {**inputs, "example_input": None, "name": args.exported.stem}

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from compiler.bundle import check_replaceable, write_bundle, write_npz
 from compiler.importer import ImportedFunction, merge_mains
 from compiler.parts import ForwardShape, InputSpec, PartsRequest, input_spec
-from compiler.split import embedding_rows, export_graph
+from compiler.split import embedding_rows, export_graph, program_module
 from compiler.targets import TargetSpec, linker_for, resolve_target
 from compiler.training import optimizer_config
 from device_runtime.manifest import Manifest
@@ -62,7 +62,7 @@ def compile_bundle(model: Model, example_input: Any, out: str | Path, *, labels:
     if isinstance(model, torch.export.ExportedProgram):
         if example_input is None:
             example_input = model.example_inputs[0][0]
-        model = model.module()
+        model = program_module(model)
     is_onnx = isinstance(model, (str, Path))
     if not is_onnx and not isinstance(model, nn.Module):
         raise ValueError(f"cannot compile a {type(model).__name__}: give a torch module, an exported program "

@@ -16,6 +16,8 @@ from tvm import relax
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.torch import from_exported_program
 
+from compiler.split import inference_mode
+
 
 @dataclasses.dataclass
 class ImportedFunction:
@@ -45,7 +47,7 @@ class ImportedFunction:
 def import_module(module: nn.Module, example: torch.Tensor) -> ImportedFunction:
     """Exports `module` for `example`'s shape; params keep the names of `module.state_dict()`."""
     with torch.no_grad():
-        program = torch.export.export(module.eval(), (example,))
+        program = torch.export.export(inference_mode(module), (example,))
     mod = from_exported_program(program, keep_params_as_input=True, unwrap_unit_return_tuple=True)
     mod, _ = detach_params(mod)
     mod = normalize_negative_take(mod)

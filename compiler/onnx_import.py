@@ -247,6 +247,9 @@ def onnx_input_spec(path: Path, example_input: Any, lengths: Sequence[int] | Non
                              f"{onnx_model.input_name!r} of shape {['batch', *dims]}")
         dims = list(example.shape[1:])
     if lengths is not None and dims:
+        if dims[0] is not None and set(lengths) != {dims[0]}:
+            raise ValueError(f"the ONNX input {onnx_model.input_name!r} has a fixed axis 1 of {dims[0]}: "
+                             f"lengths {sorted(set(lengths))} cannot be compiled (give lengths={dims[0]} or none)")
         dims[0] = max(lengths)
     if any(d is None for d in dims):
         raise ValueError(f"the ONNX input {onnx_model.input_name!r} has free sizes {['batch', *dims]}: "

@@ -31,14 +31,35 @@ class GraphSplit:
     cut_layer: str  # the module the trainable region begins with (the manifest's cut_layer)
 
 
-def export_graph(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
-    """The model as an FX graph of ATen ops, parameters as `get_attr` of their state-dict names."""
-    with torch.no_grad():
-        program = torch.export.export(model.eval(), (example,))
+def inference_mode(model: nn.Module) -> nn.Module:
+    """`model.eval()`; the module of an exported program refuses it and is already as exported."""
+    try:
+        return model.eval()
+    except NotImplementedError:
+        return model
+
+
+def program_module(program: torch.export.ExportedProgram) -> fx.GraphModule:
+    """The program as a module without its input-shape guards, so it can be exported again for
+    other shapes (a program saved with a static batch still compiles for batch 1 and the train
+    batch, unless its ops baked that batch in)."""
     gm = program.module()
     for node in [n for n in gm.graph.nodes if n.op == "call_module" and not n.users]:
         gm.graph.erase_node(node)  # export's input guards (`_guards_fn`): nothing reads them
+    gm.recompile()
     return gm
+
+
+def export_graph(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """The model as an FX graph of ATen ops, parameters as `get_attr` of their state-dict names."""
+    with torch.no_grad():
+        try:
+            program = torch.export.export(inference_mode(model), (example,))
+        except Exception as err:  # e.g. a program whose ops baked in the batch or length it was exported with
+            raise ValueError(f"cannot export the model for input shape {list(example.shape)}: "
+                             f"{str(err).splitlines()[0]} (an exported program needs dynamic batch and "
+                             "length dimensions to compile for other shapes)") from err
+    return program_module(program)
 
 
 def _param_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:
@@ -67,7 +88,7 @@ def trainable_from(gm: fx.GraphModule, module: str) -> list[str]:
     nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
     starts = [i for i, n in enumerate(nodes) if _module_of(n) == module or _module_of(n).startswith(module + ".")]
     if not starts:
-        modules = sorted({_module_of(n) for n in nodes} - {""})
+        modules = sorted({path for n in nodes for path, _ in (n.meta.get("nn_module_stack") or {}).values()} - {""})
         raise ValueError(f"unknown cut module {module!r}; the model runs: {', '.join(modules)}")
     first_use: dict[str, int] = {}
     for name, node in _param_nodes(gm).items():

@@ -6,7 +6,8 @@ from torch import nn
 
 from compiler.importer import import_module
 from compiler.parts import ModelParts, PartsRequest, cut_type
-from compiler.split import GraphSplit, check_names, default_trainable, export_graph, split_graph, trainable_from
+from compiler.split import (GraphSplit, check_names, default_trainable, export_graph, inference_mode, split_graph,
+                            trainable_from)
 from compiler.training import build_training_modules
 from compiler.verify import torch_forward_reference, verify_forward, verify_training
 
@@ -24,13 +25,13 @@ def choose_trainable(model: nn.Module, gm: torch.fx.GraphModule, cut: str | None
 def split_model(model: nn.Module, example: torch.Tensor, cut: str | None = None,
                 trainable: list[str] | None = None) -> GraphSplit:
     """The model exported for `example`'s shape and split where its trainable parameters begin."""
-    gm = export_graph(model.eval(), example)
+    gm = export_graph(model, example)
     return split_graph(gm, choose_trainable(model, gm, cut, trainable))
 
 
 def torch_model_parts(model: nn.Module, request: PartsRequest) -> ModelParts:
     """The model exported for every forward shape, split at its trainable parameters."""
-    model = model.eval()
+    model = inference_mode(model)
     names: list[str] | None = None
     forward_parts, splits = [], {}
     for shape in request.shapes:
@@ -44,7 +45,8 @@ def torch_model_parts(model: nn.Module, request: PartsRequest) -> ModelParts:
         request.progress.update()
     assert names is not None
     train: GraphSplit = splits[request.train_shape]
-    cut_dtype, cut_shape = cut_type(forward_parts, train.cut_layer)
+    cut_layer = request.cut or train.cut_layer
+    cut_dtype, cut_shape = cut_type(forward_parts, cut_layer)
     values = forward_parts[0][2].param_values
 
     x_train = next(x for s, x, _ in forward_parts if s == request.train_shape)
@@ -63,5 +65,5 @@ def torch_model_parts(model: nn.Module, request: PartsRequest) -> ModelParts:
         verify_training(executables["loss"], executables["update"], cut_sample, labels_sample,
                         names, trainable_values, training.state_values, train.trainable, request.optimizer)
 
-    return ModelParts(train.cut_layer, forward_parts, frozen_names, names, values, training, cut_dtype,
+    return ModelParts(cut_layer, forward_parts, frozen_names, names, values, training, cut_dtype,
                       cut_shape, check)

@@ -18,6 +18,8 @@ import tvm
 from torch import nn
 from tvm import relax
 
+from compiler.split import inference_mode
+
 RTOL = 1e-3
 ATOL = 1e-4
 
@@ -93,7 +95,7 @@ def verify_training(loss_exe, update_exe, cut: np.ndarray, labels: np.ndarray, p
                     trainable: Sequence[np.ndarray], state: Sequence[np.ndarray], trainable_chain: nn.Module,
                     optimizer: dict[str, Any]) -> None:
     """loss, every gradient and one update step of the compiled modules against torch.autograd."""
-    chain = copy.deepcopy(trainable_chain).eval()
+    chain = inference_mode(copy.deepcopy(trainable_chain))
     params = dict(chain.named_parameters())
     ordered = [params[n] for n in param_names]
     for p, value in zip(ordered, trainable):

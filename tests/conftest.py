@@ -14,6 +14,21 @@ import torch
 TINY_VOCAB = 40
 TINY_CLASSES = 10
 TINY_TRAIN_BATCH = 4
+TINY_WORDS = ["<pad>", "<unk>"] + [f"w{i}" for i in range(TINY_VOCAB - 2)]
+TINY_LABELS = [f"c{i}" for i in range(TINY_CLASSES)]
+
+
+def tiny_nwp_inputs(lengths=(6,)) -> dict:
+    """`compile_bundle` inputs of the tiny next-word model: ids, its vocabulary as classes and tokenizer."""
+    from device_runtime.tokenizer import Tokenizer
+
+    return {"example_input": torch.randint(2, TINY_VOCAB, (2, max(lengths))), "labels": TINY_WORDS,
+            "lengths": tuple(lengths), "tokenizer": Tokenizer(TINY_WORDS)}
+
+
+def tiny_image_inputs() -> dict:
+    """`compile_bundle` inputs of the tiny image model: grey 28x28 images, ten classes."""
+    return {"example_input": torch.rand(2, 1, 28, 28), "labels": TINY_LABELS}
 
 
 def tiny_nwp_model():
@@ -38,12 +53,11 @@ def tiny_image_model():
 
 @pytest.fixture(scope="session")
 def tiny_nwp_bundle(tmp_path_factory) -> Path:
-    """A host bundle of a tiny NextWordLSTM: default cut (fc), SGD, seq_lengths=(6,), batch 4."""
+    """A host bundle of a tiny NextWordLSTM: default cut (fc), SGD, lengths (6,), batch 4, tokenizer."""
     from compiler import compile_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny-nwp"
-    return compile_bundle(tiny_nwp_model(), "nwp", out, labels=[f"w{i}" for i in range(TINY_VOCAB)],
-                          seq_lengths=(6,), train_batch=TINY_TRAIN_BATCH)
+    return compile_bundle(tiny_nwp_model(), out=out, **tiny_nwp_inputs(), train_batch=TINY_TRAIN_BATCH)
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +66,7 @@ def tiny_image_bundle(tmp_path_factory) -> Path:
     from compiler import compile_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny-image"
-    return compile_bundle(tiny_image_model(), "image", out, labels=[f"c{i}" for i in range(TINY_CLASSES)],
-                          train_batch=TINY_TRAIN_BATCH)
+    return compile_bundle(tiny_image_model(), out=out, **tiny_image_inputs(), train_batch=TINY_TRAIN_BATCH)
 
 
 @pytest.fixture(scope="module")

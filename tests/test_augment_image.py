@@ -97,7 +97,7 @@ def test_augment_images_deterministic_and_defaults_skip_flip() -> None:
 
 
 @pytest.mark.parametrize("x, y, kwargs, message", [
-    (np.zeros((2, 3, 28, 28), np.uint8), np.zeros(2), {}, "shape"),
+    (np.zeros((2, 1, 3, 28, 28), np.uint8), np.zeros(2), {}, "shape"),
     (np.zeros((2, 28, 28), np.int32), np.zeros(2), {}, "dtype"),
     (np.full((2, 28, 28), 2.0), np.zeros(2), {}, r"\[0, 1\]"),
     (np.zeros((2, 28, 28), np.uint8), np.zeros(3), {}, "length"),
@@ -107,3 +107,14 @@ def test_augment_images_deterministic_and_defaults_skip_flip() -> None:
 def test_augment_images_rejects_bad_input(x, y, kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         augment_images(x, y, rng=0, **kwargs)
+
+
+def test_colour_channels_move_together() -> None:
+    """A 3-channel image whose channels are equal stays equal under every geometric op."""
+    grey = _characters(4).astype(np.float32) / 255.0
+    rgb = np.repeat(grey, 3, axis=1)
+    for name in ("rotate", "crop", "translate", "scale", "flip"):
+        out = IMAGE_OPS[name](rgb, np.random.default_rng(2))
+        assert out.shape == rgb.shape
+        np.testing.assert_array_equal(out[:, 0], out[:, 2])
+        np.testing.assert_allclose(out[:, :1], IMAGE_OPS[name](grey, np.random.default_rng(2)), atol=1e-6)

@@ -5,10 +5,10 @@ import json
 import time
 
 import pytest
-from conftest import TINY_VOCAB, tiny_nwp_model
+from conftest import TINY_WORDS, tiny_nwp_model
 
+from autlearn.bench_compiler import time_side_by_side
 from autlearn.cli import main
-from compiler.bench import time_side_by_side
 
 REQUIRED_KEYS = ("update_speedup_vs_torch", "forward_speedup_vs_torch", "update_speedup_vs_ort", "tuned_trials")
 
@@ -18,8 +18,7 @@ def bench_result(tmp_path_factory):
     from cloud_pretrain.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("bench")
-    ckpt = save_checkpoint(root / "checkpoint.pt", tiny_nwp_model(), "nwp",
-                           vocab=["<pad>", "<unk>"] + [f"w{i}" for i in range(TINY_VOCAB - 2)])
+    ckpt = save_checkpoint(root / "checkpoint.pt", tiny_nwp_model(), "nwp", vocab=TINY_WORDS)
     json_path = root / "result.json"
     # One thread: TVM's pool may already be running in this test process, and it only shrinks.
     code = main(["bench", "compiler", "--task", "nwp", "--checkpoint", str(ckpt), "--json", str(json_path),
@@ -33,6 +32,7 @@ def test_json_has_the_figures_and_a_chart(bench_result):
     result, json_path = bench_result
     for key in REQUIRED_KEYS:
         assert key in result
+    assert "task" not in result and result["model"] == "nwp" and result["cut"] == "fc"  # the recipe's name
     assert result["tuned_trials"] == 0 and result["compared"] == "tvm_untuned"
     assert set(result["update_ms"]) == {"torch", "ort", "tvm_untuned"}
     assert set(result["forward_ms"]) == {"torch", "tvm_untuned"}
@@ -58,3 +58,9 @@ def test_side_by_side_timing_ranks_a_slower_function_slower():
 def test_bad_thread_count_is_one_clear_error(capsys):
     assert main(["bench", "compiler", "--task", "image", "--threads", "0"]) == 2
     assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_task_is_one_clear_error(bench_result, capsys):
+    ckpt = bench_result[1].parent / "checkpoint.pt"
+    assert main(["bench", "compiler", "--task", "image", "--checkpoint", str(ckpt), "--threads", "1"]) == 2
+    assert "is for task 'nwp', not 'image'" in capsys.readouterr().err

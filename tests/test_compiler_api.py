@@ -9,17 +9,19 @@ import numpy as np
 import pytest
 import torch
 import tvm
-from conftest import TINY_CLASSES, TINY_TRAIN_BATCH, TINY_VOCAB, tiny_image_model, tiny_nwp_model
+from conftest import (TINY_CLASSES, TINY_TRAIN_BATCH, TINY_VOCAB, TINY_WORDS, tiny_image_model, tiny_nwp_inputs,
+                      tiny_nwp_model)
 from tvm import relax
 
 from compiler import compile_bundle
-from compiler.importer import StageChain
+from compiler.importer import import_module
+from compiler.split import export_graph, split_graph
 from compiler.targets import NDK_ENV, resolve_target
-from compiler.training import build_trainable_part, optimizer_config, trainable_param_names
+from compiler.training import build_training_modules, optimizer_config
 from compiler.verify import VerificationError, verify_training
 from device_runtime.manifest import mismatched_files, read_manifest
 
-VOCAB = [f"w{i}" for i in range(TINY_VOCAB)]
+VOCAB = TINY_WORDS
 
 
 def load_vm(bundle, key):
@@ -69,11 +71,11 @@ def test_nwp_all_layers_train_with_adam(tmp_path):
     """Cut at the embedding: both LSTM layers and the embedding table train."""
     cut, optimizer = "embed", "adam"
     model = tiny_nwp_model()
-    bundle = compile_bundle(model, "nwp", tmp_path / "b", labels=VOCAB, cut=cut, optimizer=optimizer,
-                            seq_lengths=(6,), train_batch=TINY_TRAIN_BATCH)
+    bundle = compile_bundle(model, out=tmp_path / "b", **tiny_nwp_inputs(), cut=cut, optimizer=optimizer,
+                            train_batch=TINY_TRAIN_BATCH)
     manifest = read_manifest(bundle)
     names = manifest.params["trainable"]
-    assert manifest.cut_layer == cut and names == trainable_param_names(model.stages(), model.stage_names().index(cut))
+    assert manifest.cut_layer == cut and names == [n for n, _ in model.named_parameters()]
     assert manifest.cut == {"dtype": "int64", "shape": [None, 6]}  # the cut activation is the tokens
     assert len(manifest.params["optimizer_state"]) == 3 + 2 * len(names)  # steps, beta products, m, v
 
@@ -94,19 +96,19 @@ def test_nwp_all_layers_train_with_adam(tmp_path):
 
 
 def test_mobilenet_all_layers_gradients_match_torch():
-    """Cut at the first stage: every conv, depthwise conv, batch norm and ReLU6 trains."""
+    """Every parameter trains: every conv, depthwise conv, batch norm and ReLU6 differentiated."""
     model = tiny_image_model()
-    stages = model.stages()
-    names = trainable_param_names(stages, 0)
-    assert len(names) == len(list(model.parameters()))
+    names = [n for n, _ in model.named_parameters()]
     config = optimizer_config("sgd", 0.05)
-    cut = np.random.default_rng(3).random((2, 1, 8, 8), dtype=np.float32)  # a tiny input keeps it fast
-    training = build_trainable_part(stages, 0, cut, TINY_CLASSES, config)
+    x = np.random.default_rng(3).random((2, 1, 8, 8), dtype=np.float32)  # a tiny input keeps it fast
+    split = split_graph(export_graph(model, torch.from_numpy(x)), names)
+    head = import_module(split.trainable, torch.from_numpy(x)).reorder_params(names)
+    training = build_training_modules(head, TINY_CLASSES, config)
     target = resolve_target("host").tvm_target()
     state = model.state_dict()
     verify_training(tvm.compile(training.loss, target=target), tvm.compile(training.update, target=target),
-                    cut, np.array([1, 7], dtype="int64"), names, [state[n].numpy() for n in names],
-                    training.state_values, StageChain(stages), config)
+                    x, np.array([1, 7], dtype="int64"), names, [state[n].numpy() for n in names],
+                    training.state_values, split.trainable, config)
 
 
 def test_a_mismatch_fails_the_compile_names_the_tensor_and_writes_nothing(tmp_path, monkeypatch):
@@ -115,38 +117,38 @@ def test_a_mismatch_fails_the_compile_names_the_tensor_and_writes_nothing(tmp_pa
     real = verify.torch_optimizer
     monkeypatch.setattr(verify, "torch_optimizer", lambda params, config: real(params, {**config, "lr": 0.1}))
     with pytest.raises(VerificationError, match="updated fc.weight diverges"):
-        compile_bundle(tiny_nwp_model(), "nwp", tmp_path / "b", labels=VOCAB, seq_lengths=(6,), train_batch=2)
+        compile_bundle(tiny_nwp_model(), out=tmp_path / "b", **tiny_nwp_inputs(), train_batch=2)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_requests_are_refused_before_compiling(tmp_path, monkeypatch):
     model = tiny_nwp_model()
-    with pytest.raises(ValueError, match="unknown cut layer 'lstm3'.*embed, lstm1, lstm2, last, fc"):
-        compile_bundle(model, "nwp", tmp_path / "b", labels=VOCAB, cut="lstm3")
+    inputs = tiny_nwp_inputs()
+    out = tmp_path / "b"
+    with pytest.raises(ValueError, match="unknown cut module 'lstm3'.*embed, fc, last, lstm1, lstm1.lstm, lstm2, lstm2.lstm"):
+        compile_bundle(model, out=out, **inputs, cut="lstm3")
+    with pytest.raises(ValueError, match="unknown trainable parameter 'fc.kernel'.*embed.weight"):
+        compile_bundle(model, out=out, **inputs, trainable=["fc.kernel"])
+    with pytest.raises(ValueError, match="not both"):
+        compile_bundle(model, out=out, **inputs, trainable=["fc.bias"], cut="fc")
     with pytest.raises(ValueError, match="rmsprop"):
-        compile_bundle(model, "nwp", tmp_path / "b", labels=VOCAB, optimizer="rmsprop")
-    with pytest.raises(ValueError, match="stages from 'last' on have no parameters"):
-        compile_bundle(_no_params_after_last(), "nwp", tmp_path / "b", labels=VOCAB, cut="last")
+        compile_bundle(model, out=out, **inputs, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="one input"):
+        compile_bundle(model, out=out, **{**inputs, "example_input": (inputs["example_input"],) * 2})
+    with pytest.raises(ValueError, match="no linear layer"):
+        compile_bundle(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Softmax(1)), out=out,
+                       example_input=torch.rand(2, 3), labels=["a", "b", "c"])
     monkeypatch.delenv(NDK_ENV, raising=False)
     with pytest.raises(RuntimeError, match=NDK_ENV):
-        compile_bundle(model, "nwp", tmp_path / "b", labels=VOCAB, target="android-arm64")
+        compile_bundle(model, out=out, **inputs, target="android-arm64")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
     with pytest.raises(ValueError, match="not a bundle directory"):
-        compile_bundle(model, "nwp", tmp_path / "notes", labels=VOCAB)
+        compile_bundle(model, out=tmp_path / "notes", **inputs)
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
     with pytest.raises(ValueError, match="labels list 39"):
-        compile_bundle(model, "nwp", tmp_path / "b", labels=VOCAB[:-1], seq_lengths=(6,), verify=False)
-
-
-def _no_params_after_last():
-    model = tiny_nwp_model()
-
-    class Truncated(torch.nn.Module):
-        def stages(self):
-            return model.stages()[:-1]
-
-    return Truncated()
+        compile_bundle(model, out=out, **{**inputs, "labels": VOCAB[:-1], "tokenizer": None}, verify=False)
+    assert not out.exists()
 
 
 def test_cli_compiles_a_checkpoint_cut_inside_the_lstm_stack_for_linux_arm64(tmp_path):
@@ -156,8 +158,8 @@ def test_cli_compiles_a_checkpoint_cut_inside_the_lstm_stack_for_linux_arm64(tmp
 
     ckpt = save_checkpoint(tmp_path / "checkpoint.pt", tiny_nwp_model(), "nwp", vocab=VOCAB)
     out = tmp_path / "arm"
-    assert main(["compile", "--task", "nwp", "--checkpoint", str(ckpt), "--target", "linux-arm64",
-                 "--cut", "lstm2", "--optimizer", "momentum", "--seq-lengths", "6", "--train-batch", "4", "--out", str(out)]) == 0
+    assert main(["compile", "--checkpoint", str(ckpt), "--target", "linux-arm64",
+                 "--cut", "lstm2", "--optimizer", "momentum", "--lengths", "6", "--train-batch", "4", "--out", str(out)]) == 0
     manifest = read_manifest(out)
     assert manifest.target["triple"] == "aarch64-linux-gnu" and manifest.optimizer["name"] == "momentum"
     assert manifest.cut_layer == "lstm2" and manifest.cut == {"dtype": "float32", "shape": [None, 6, 16]}
@@ -166,6 +168,6 @@ def test_cli_compiles_a_checkpoint_cut_inside_the_lstm_stack_for_linux_arm64(tmp
     for module in manifest.modules.values():
         header = (out / module).read_bytes()[:20]
         assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64
-    assert main(["compile", "--task", "image", "--checkpoint", str(ckpt), "--out", str(tmp_path / "x")]) == 2
-    assert main(["compile", "--task", "nwp", "--checkpoint", str(tmp_path / "missing.pt"),
-                 "--out", str(tmp_path / "x")]) == 2
+    assert main(["compile", "--checkpoint", str(ckpt), "--labels", str(ckpt), "--out", str(tmp_path / "x")]) == 2
+    assert main(["compile", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")]) == 2
+    assert main(["compile", "--checkpoint", str(ckpt), "--trainable", "fc.kernel", "--out", str(tmp_path / "x")]) == 2

@@ -12,8 +12,9 @@ from torch import nn
 from tvm import relax
 
 from compiler import compile_bundle
-from compiler.importer import import_stages, normalize_negative_take
+from compiler.importer import import_module, normalize_negative_take
 from compiler.targets import resolve_target
+from device_runtime.manifest import read_manifest
 
 
 class NegativeLast(nn.Module):
@@ -28,8 +29,8 @@ class NegativeIndexModel(nn.Module):
         super().__init__()
         self.embed, self.last, self.fc = nn.Embedding(12, 4), NegativeLast(), nn.Linear(4, 12)
 
-    def stages(self):
-        return [("embed", self.embed), ("last", self.last), ("fc", self.fc)]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.last(self.embed(x)))
 
 
 def take_indices(mod: tvm.IRModule) -> list[np.ndarray]:
@@ -61,16 +62,23 @@ def test_negative_constant_index_is_rewritten():
 
 def test_imported_model_has_no_negative_take():
     model = NegativeIndexModel().eval()
-    imported = import_stages(model.stages(), torch.zeros(2, 7, dtype=torch.int64))
+    imported = import_module(model, torch.zeros(2, 7, dtype=torch.int64))
     indices = take_indices(imported.mod)
     assert indices and all((i >= 0).all() for i in indices)
+    # params keep their state-dict names, the values those of the model
+    assert imported.param_names == ["embed.weight", "fc.weight", "fc.bias"]
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(imported.param_values[name], value.numpy())
 
 
 def test_negative_index_model_compiles_and_matches_torch(tmp_path):
     torch.manual_seed(0)
     model = NegativeIndexModel().eval()
-    out = compile_bundle(model, "nwp", tmp_path / "b", labels=[f"w{i}" for i in range(12)],
-                         seq_lengths=(7,), train_batch=2)
+    out = compile_bundle(model, torch.zeros(2, 7, dtype=torch.int64), tmp_path / "b",
+                         labels=[f"w{i}" for i in range(12)], lengths=(7,), train_batch=2)
+    manifest = read_manifest(out)
+    assert manifest.cut_layer == "fc" and manifest.params["trainable"] == ["fc.weight", "fc.bias"]
+    assert manifest.input["token_range"] == 12  # the rows of the embedding the input indexes
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "forward.so")), tvm.cpu())
     tokens = np.array([[1, 2, 3, 4, 5, 6, 11]], dtype="int64")
     params = [p.detach().numpy() for p in (model.embed.weight, model.fc.weight, model.fc.bias)]

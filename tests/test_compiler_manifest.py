@@ -10,7 +10,7 @@ from device_runtime.manifest import FORMAT_VERSION, Manifest, mismatched_files, 
 
 def sample_manifest(**changes) -> Manifest:
     fields = dict(
-        task="image", target={"name": "host", "triple": "x86_64-pc-linux-gnu", "mcpu": "generic"},
+        model="MobileNetV2Image", target={"name": "host", "triple": "x86_64-pc-linux-gnu", "mcpu": "generic"},
         tvm_version="0.27.0", cut_layer="classifier",
         input={"name": "image", "dtype": "float32", "shape": [None, 1, 28, 28]},
         cut={"dtype": "float32", "shape": [None, 32]}, num_classes=3, train_batch=4,
@@ -18,9 +18,20 @@ def sample_manifest(**changes) -> Manifest:
         forward_functions=[{"name": "forward_b1", "batch": 1, "input_shape": [1, 1, 28, 28]}],
         params={"frozen": ["a"], "trainable": ["b"], "optimizer_state": ["num_steps"]},
         modules={"forward": "forward.so", "loss": "loss.so", "update": "update.so"},
-        labels_file="labels.txt")
+        labels_file="labels.txt", augmentation="image")
     fields.update(changes)
     return Manifest(**fields)
+
+
+def text_changes(**changes) -> dict:
+    """A next-word model's fields: token ids in, the tokenizer's vocabulary as the classes."""
+    fields = dict(model="NextWordLSTM", input={"name": "tokens", "dtype": "int64", "shape": [None, None],
+                                               "token_range": 40},
+                  cut={"dtype": "float32", "shape": [None, 16]}, num_classes=40, labels_file="vocab.txt",
+                  tokenizer={"vocab_file": "vocab.txt", "pattern": "[a-z]+", "lowercase": True,
+                             "pad": "<pad>", "unk": "<unk>"}, augmentation="text", synonyms_file="synonyms.json")
+    fields.update(changes)
+    return fields
 
 
 def test_write_read_round_trip_hashes_every_file(tmp_path):
@@ -31,10 +42,29 @@ def test_write_read_round_trip_hashes_every_file(tmp_path):
     loaded = read_manifest(tmp_path)
     assert loaded == sample_manifest(files=loaded.files)
     assert sorted(loaded.files) == ["labels.txt", "tuning/db.json"]
-    assert json.loads((tmp_path / "manifest.json").read_text())["format_version"] == FORMAT_VERSION
-    assert "vocab_file" not in json.loads((tmp_path / "manifest.json").read_text())
-    assert loaded.label_file == "labels.txt"
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    assert data["format_version"] == FORMAT_VERSION and list(data)[0] == "format_version"
+    assert "task" not in data and data["model"] == "MobileNetV2Image"
+    assert data["input"] == {"name": "image", "dtype": "float32", "shape": [None, 1, 28, 28]}
+    assert data["tokenizer"] is None and "vocab_file" not in data  # an image model has no vocabulary
+    assert loaded.labels_file == "labels.txt" and loaded.augmentation == "image"
+    assert loaded.token_range is None and not loaded.next_token
+    assert loaded.referenced_files() == ["forward.so", "loss.so", "update.so", "labels.txt"]
     assert mismatched_files(tmp_path, loaded) == []
+
+
+def test_text_manifest_round_trip_names_vocab_and_synonyms(tmp_path):
+    for name in ("vocab.txt", "synonyms.json"):
+        (tmp_path / name).write_text(name)
+    write_manifest(tmp_path, sample_manifest(**text_changes()))
+    loaded = read_manifest(tmp_path)
+    assert loaded == sample_manifest(**text_changes(), files=loaded.files)
+    assert loaded.token_range == 40 and loaded.next_token
+    assert loaded.labels_file == "vocab.txt" and loaded.tokenizer["vocab_file"] == "vocab.txt"
+    assert loaded.referenced_files()[-3:] == ["vocab.txt", "vocab.txt", "synonyms.json"]
+    # classes of their own (labels.txt) over a tokenizer's ids: a classifier of text, not next-word
+    other = sample_manifest(**text_changes(labels_file="labels.txt", num_classes=3))
+    assert other.token_range == 40 and not other.next_token
 
 
 def test_changed_missing_and_extra_files_are_named(tmp_path):
@@ -55,7 +85,10 @@ def test_bad_manifests_are_refused_with_the_reason(tmp_path):
     with pytest.raises(ValueError, match="not valid JSON"):
         read_manifest(tmp_path)
     data = sample_manifest().to_json()
-    for key, value, message in [("format_version", 99, "format_version"), ("task", "speech", "task"),
+    for key, value, message in [("format_version", 99, "format_version"), ("format_version", 1, "format_version"),
+                                ("task", "image", "unknown keys: task"),  # a format-1 field
+                                ("augmentation", "speech", "augmentation"),
+                                ("input", {**data["input"], "dtype": "float64"}, "dtype"),
                                 ("optimizer", {"name": "rmsprop"}, "optimizer"), ("surprise", 1, "unknown keys")]:
         (tmp_path / "manifest.json").write_text(json.dumps({**data, key: value}))
         with pytest.raises(ValueError, match=message):
@@ -63,5 +96,16 @@ def test_bad_manifests_are_refused_with_the_reason(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({k: v for k, v in data.items() if k != "params"}))
     with pytest.raises(ValueError, match="lacks keys: params"):
         read_manifest(tmp_path)
-    with pytest.raises(ValueError, match="needs vocab_file"):
-        sample_manifest(task="nwp")
+    (tmp_path / "manifest.json").write_text(json.dumps({k: v for k, v in data.items() if k != "labels_file"}))
+    with pytest.raises(ValueError, match="lacks keys: labels_file"):
+        read_manifest(tmp_path)
+    with pytest.raises(ValueError, match="integer ids need a positive token_range"):
+        sample_manifest(**text_changes(input={"name": "tokens", "dtype": "int64", "shape": [None, None]}))
+    with pytest.raises(ValueError, match="integer ids need a positive token_range, floats none"):
+        sample_manifest(input={"name": "image", "dtype": "float32", "shape": [None, 1, 28, 28], "token_range": 4})
+    with pytest.raises(ValueError, match="augmentation 'text' needs a tokenizer"):
+        sample_manifest(**text_changes(tokenizer=None))
+    with pytest.raises(ValueError, match="needs a vocab_file"):
+        sample_manifest(**text_changes(tokenizer={"pattern": "[a-z]+"}))
+    with pytest.raises(ValueError, match="outside the bundle"):
+        sample_manifest(labels_file="../labels.txt")

@@ -12,11 +12,13 @@ import onnx
 import pytest
 import torch
 import tvm
-from conftest import TINY_CLASSES, TINY_TRAIN_BATCH, TINY_VOCAB, tiny_image_model, tiny_nwp_model
+from conftest import (TINY_CLASSES, TINY_LABELS, TINY_TRAIN_BATCH, TINY_VOCAB, TINY_WORDS, tiny_image_model,
+                      tiny_nwp_model)
 
 from autlearn.cli import main
 from compiler import compile_bundle
-from compiler.onnx_import import import_trainable, load_onnx, ort_forward_reference, ort_training_reference
+from compiler.onnx_import import (import_trainable, load_onnx, onnx_input_spec, ort_forward_reference,
+                                  ort_training_reference)
 from compiler.targets import resolve_target
 from compiler.training import build_training_modules, optimizer_config
 from compiler.verify import VerificationError, check_training
@@ -24,8 +26,9 @@ from device_runtime.bundle import load_bundle
 from device_runtime.learner import Learner
 from device_runtime.manifest import read_manifest
 from device_runtime.model import DeviceModel
+from device_runtime.tokenizer import Tokenizer
 
-LABELS = [f"c{i}" for i in range(TINY_CLASSES)]
+LABELS = TINY_LABELS
 LR = 0.05
 
 
@@ -54,10 +57,11 @@ def image_onnx(image_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image_bundle(image_onnx, tmp_path_factory):
-    """Compiled through the CLI: default cut (the classifier's input), SGD, batch 4."""
+    """Compiled through the CLI: default cut (the classifier's input), SGD, batch 4; the input's
+    name, dtype and shape come from the graph (no example input)."""
     root = tmp_path_factory.mktemp("bundle")
     (root / "labels.txt").write_text("".join(f"{label}\n" for label in LABELS))
-    assert main(["compile", "--task", "image", "--onnx", str(image_onnx), "--labels", str(root / "labels.txt"),
+    assert main(["compile", "--onnx", str(image_onnx), "--labels", str(root / "labels.txt"),
                  "--train-batch", str(TINY_TRAIN_BATCH), "--lr", str(LR), "--out", str(root / "b")]) == 0
     return root / "b"
 
@@ -65,6 +69,10 @@ def image_bundle(image_onnx, tmp_path_factory):
 def test_onnx_bundle_runs_on_the_device_and_one_update_matches_torch(image_bundle, image_model, image_onnx):
     manifest = read_manifest(image_bundle)
     linear = image_model.classifier[1]
+    assert manifest.model == image_onnx.stem and manifest.labels_file == "labels.txt"
+    assert manifest.input == {"name": "x", "dtype": "float32", "shape": [None, 1, 28, 28]}
+    assert manifest.tokenizer is None and manifest.augmentation == "image" and manifest.token_range is None
+    assert [f["name"] for f in manifest.forward_functions] == ["forward_b1", f"forward_b{TINY_TRAIN_BATCH}"]
     assert manifest.params["trainable"] == ["classifier.1.weight", "classifier.1.bias"]
     graph = onnx.load(str(image_onnx)).graph
     frozen = manifest.params["frozen"]
@@ -122,37 +130,52 @@ def test_deeper_cut_trains_with_adam_and_a_wrong_reference_is_named(image_onnx):
 def test_bad_onnx_requests_are_refused_and_write_nothing(image_onnx, tmp_path):
     out = tmp_path / "b"
     with pytest.raises(ValueError, match="unknown cut tensor 'nope'"):
-        compile_bundle(image_onnx, "image", out, labels=LABELS, cut="nope")
+        compile_bundle(image_onnx, None, out, labels=LABELS, cut="nope")
     last_conv = [n for n in load_onnx(image_onnx).model.graph.node if n.op_type == "Conv"][-1]
     with pytest.raises(ValueError, match="cannot be differentiated: cut later"):  # ReLU6 is lowered to TIR
-        compile_bundle(image_onnx, "image", out, labels=LABELS, cut=last_conv.output[0], train_batch=2)
+        compile_bundle(image_onnx, None, out, labels=LABELS, cut=last_conv.output[0], train_batch=2)
     with pytest.raises(ValueError, match="outputs 10 classes, labels list 9"):
-        compile_bundle(image_onnx, "image", out, labels=LABELS[:-1], train_batch=2)
+        compile_bundle(image_onnx, None, out, labels=LABELS[:-1], train_batch=2)
+    with pytest.raises(ValueError, match="cut at a tensor: name it as the cut, not trainable parameters"):
+        compile_bundle(image_onnx, None, out, labels=LABELS, trainable=["classifier.1.weight"])
+    with pytest.raises(ValueError, match=r"example input of shape \[2, 1, 32, 32\] does not fit the ONNX input 'x'"):
+        compile_bundle(image_onnx, np.zeros((2, 1, 32, 32), np.float32), out, labels=LABELS)
+    free = tmp_path / "free.onnx"  # height and width left free in the graph: the example must give them
+    torch.onnx.export(tiny_image_model(), (torch.rand(2, 1, 28, 28),), str(free), dynamo=False, input_names=["x"],
+                      output_names=["logits"], dynamic_axes={"x": {0: "batch", 2: "h", 3: "w"}})
+    with pytest.raises(ValueError, match="has free sizes"):
+        compile_bundle(free, None, out, labels=LABELS)
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
-        compile_bundle(tmp_path / "missing.onnx", "image", out, labels=LABELS)
+        compile_bundle(tmp_path / "missing.onnx", None, out, labels=LABELS)
     (tmp_path / "notes.onnx").write_text("not a model")
     with pytest.raises(ValueError, match="not a valid ONNX model"):
-        compile_bundle(tmp_path / "notes.onnx", "image", out, labels=LABELS)
+        compile_bundle(tmp_path / "notes.onnx", None, out, labels=LABELS)
     assert not out.exists()
 
 
 def test_cli_takes_a_checkpoint_or_an_onnx_file_not_both(image_onnx, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["compile", "--task", "image", "--onnx", str(image_onnx), "--checkpoint", "c.pt", "--out", "x"])
+        main(["compile", "--onnx", str(image_onnx), "--checkpoint", "c.pt", "--out", "x"])
     assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
-    assert main(["compile", "--task", "nwp", "--onnx", str(image_onnx), "--out", str(tmp_path / "x")]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # the task is gone from the compiler
+        main(["compile", "--task", "image", "--onnx", str(image_onnx), "--out", "x"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --task" in capsys.readouterr().err
+    assert main(["compile", "--onnx", str(image_onnx), "--out", str(tmp_path / "x")]) == 2
     assert "needs --labels FILE" in capsys.readouterr().err
-    assert main(["compile", "--task", "image", "--onnx", str(image_onnx), "--labels", str(tmp_path / "none.txt"),
+    assert main(["compile", "--onnx", str(image_onnx), "--labels", str(tmp_path / "none.txt"),
                  "--out", str(tmp_path / "x")]) == 2
     assert "--labels file" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_nwp_lstm_onnx_is_refused_naming_the_operator(tmp_path):
     """TVM 0.27's ONNX frontend has no LSTM converter: the nwp model must come as a checkpoint."""
     path = export_onnx(tiny_nwp_model(), torch.randint(0, TINY_VOCAB, (2, 6)), tmp_path / "nwp.onnx")
-    vocab = [f"w{i}" for i in range(TINY_VOCAB)]
-    with pytest.raises(ValueError, match="seq_lengths"):
-        compile_bundle(path, "nwp", tmp_path / "b", labels=vocab, seq_lengths=(7,))
+    spec = onnx_input_spec(path, None, None, None)  # dtype, length and token range read from the graph
+    assert (spec.name, spec.dtype, spec.sample_shape, spec.token_range) == ("x", "int64", (6,), TINY_VOCAB)
+    text = {"labels": TINY_WORDS, "tokenizer": Tokenizer(TINY_WORDS)}
+    with pytest.raises(ValueError, match="lengths"):  # the graph's axis 1 is 6: refused naming the setting
+        compile_bundle(path, None, tmp_path / "b", **text, lengths=(7,))
     with pytest.raises(ValueError, match="not supported for frontend ONNX: LSTM"):
-        compile_bundle(path, "nwp", tmp_path / "b", labels=vocab, seq_lengths=(6,), train_batch=2)
+        compile_bundle(path, None, tmp_path / "b", **text, lengths=(6,), train_batch=2)
     assert not (tmp_path / "b").exists()

@@ -47,7 +47,7 @@ def test_android_bundle_links_through_the_ndk_compiler_and_the_host_refuses_it(t
     import shutil
 
     from compiler import compile_bundle
-    from conftest import TINY_TRAIN_BATCH, TINY_VOCAB, tiny_nwp_model
+    from conftest import TINY_TRAIN_BATCH, tiny_nwp_inputs, tiny_nwp_model
     from device_runtime.bundle import verify_bundle
     from device_runtime.manifest import read_manifest
 
@@ -56,8 +56,8 @@ def test_android_bundle_links_through_the_ndk_compiler_and_the_host_refuses_it(t
     fake_ndk.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {shutil.which("aarch64-linux-gnu-gcc")} "$@"\n')
     fake_ndk.chmod(0o755)
     monkeypatch.setenv(NDK_ENV, str(fake_ndk))
-    out = compile_bundle(tiny_nwp_model(), "nwp", tmp_path / "android", labels=[f"w{i}" for i in range(TINY_VOCAB)],
-                         target="android-arm64", seq_lengths=(4,), train_batch=TINY_TRAIN_BATCH)
+    out = compile_bundle(tiny_nwp_model(), out=tmp_path / "android", **tiny_nwp_inputs((4,)),
+                         target="android-arm64", train_batch=TINY_TRAIN_BATCH)
     manifest = read_manifest(out)
     assert manifest.target["triple"] == "aarch64-linux-android"
     assert len(calls.read_text().splitlines()) == len(manifest.modules)  # every module linked by the NDK

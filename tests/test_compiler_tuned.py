@@ -2,19 +2,20 @@
 import json
 
 import numpy as np
+import pytest
 
 from compiler import compile_bundle
 from compiler.api import TUNING_SUMMARY
-from conftest import TINY_TRAIN_BATCH, TINY_VOCAB, tiny_nwp_model
+from conftest import TINY_TRAIN_BATCH, tiny_nwp_inputs, tiny_nwp_model
 from device_runtime.bundle import load_bundle, verify_bundle
 
 
 def _compile(out, db):
-    return compile_bundle(tiny_nwp_model(), "nwp", out, labels=[f"w{i}" for i in range(TINY_VOCAB)],
-                          cut="fc", seq_lengths=(4,), train_batch=TINY_TRAIN_BATCH,
-                          tune_trials=3, tuning_db=db)
+    return compile_bundle(tiny_nwp_model(), out=out, **tiny_nwp_inputs((4,)), cut="fc",
+                          train_batch=TINY_TRAIN_BATCH, tune_trials=3, tuning_db=db)
 
 
+@pytest.mark.slow  # about 2 minutes on 2 cores: two tuned compiles
 def test_tuned_compile_reports_trials_and_a_recompile_reuses_the_database(tmp_path):
     db = tmp_path / "db"
     first = json.loads((_compile(tmp_path / "a", db) / TUNING_SUMMARY).read_text())

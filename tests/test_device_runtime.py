@@ -28,7 +28,11 @@ def edit_manifest(root, **changes):
 
 
 def test_bundle_loads_with_tvm_tensors(bundle):
-    assert bundle.manifest.task == "nwp" and len(bundle.labels) == bundle.manifest.num_classes
+    manifest = bundle.manifest
+    assert manifest.model == "NextWordLSTM" and len(bundle.labels) == manifest.num_classes
+    assert manifest.input == {"name": "x", "dtype": "int64", "shape": [None, None], "token_range": 40}
+    assert manifest.labels_file == "vocab.txt" and manifest.next_token and manifest.token_range == 40
+    assert bundle.labels == bundle.tokenizer.vocab and bundle.labels[:2] == ["<pad>", "<unk>"]
     assert [tuple(t.shape) for t in bundle.trainable] == [(40, 16), (40,)]
     assert type(bundle.trainable[0]).__module__.startswith("tvm")
 
@@ -49,10 +53,11 @@ def test_missing_and_extra_files_are_refused(copy):
 
 
 def test_format_version_and_target_are_checked(copy):
-    edit_manifest(copy, format_version=2)
-    with pytest.raises(ValueError, match="format_version is 2"):
-        load_bundle(copy)
-    edit_manifest(copy, format_version=1,
+    for version in (1, 3):  # format 1 (with a task) and a future one
+        edit_manifest(copy, format_version=version)
+        with pytest.raises(ValueError, match=f"format_version is {version}"):
+            load_bundle(copy)
+    edit_manifest(copy, format_version=2,
                   target={"name": "android-arm64", "triple": "aarch64-linux-android", "mcpu": "generic"})
     with pytest.raises(ValueError, match=f"targets aarch64-linux-android .* this device is {device_triple()}"):
         load_bundle(copy)
