@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from device_runtime.files import atomic_write_bytes, read_json_object
 
 SYNONYMS_FILE = "synonyms.json"
 
@@ -36,26 +37,14 @@ def save_synonym_table(table: Mapping[str, Sequence[str]], path: str | os.PathLi
     path = Path(path)
     text = json.dumps({word: list(options) for word, options in table.items()},
                       sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
     return path
 
 
 def load_synonym_table(path: str | os.PathLike) -> dict[str, list[str]]:
     """Reads a table written by save_synonym_table; ValueError naming the file if it is malformed."""
     path = Path(path)
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: synonym table is not valid JSON ({err})") from None
-    if not isinstance(table, dict):
-        raise ValueError(f"{path}: synonym table must be a JSON object, got {type(table).__name__}")
+    table = read_json_object(path, "synonym table")
     for word, options in table.items():
         if not (isinstance(options, list) and all(isinstance(o, str) for o in options)):
             raise ValueError(f"{path}: synonyms of {word!r} must be a list of strings, got {options!r:.60}")

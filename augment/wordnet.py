@@ -8,8 +8,9 @@ copied, not linked, so the tree survives the packages being removed or upgraded.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
+
+from device_runtime.files import atomic_write_bytes, cache_dir
 
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
 
@@ -42,11 +43,6 @@ LEXNAMES: tuple[tuple[str, int], ...] = (
 )
 
 
-def cache_dir() -> Path:
-    """The toolkit's cache directory: env AUTLEARN_CACHE, else ~/.cache/autlearn."""
-    return Path(os.environ.get("AUTLEARN_CACHE") or Path.home() / ".cache" / "autlearn")
-
-
 def lexnames_text() -> str:
     """The `lexnames` file NLTK reads: `NN<TAB>name<TAB>category`, one lexicographer file a line."""
     return "".join(f"{i:02d}\t{name}\t{category}\n" for i, (name, category) in enumerate(LEXNAMES))
@@ -56,17 +52,13 @@ def _copy_if_changed(src: Path, dst: Path) -> None:
     """Copies src to dst atomically unless dst already has the same size (idempotent, no torn files)."""
     if dst.is_file() and dst.stat().st_size == src.stat().st_size:
         return
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    atomic_write_bytes(dst, src.read_bytes())
 
 
 def _write_if_changed(dst: Path, text: str) -> None:
     if dst.is_file() and dst.read_text(encoding="utf-8") == text:
         return
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, dst)
+    atomic_write_bytes(dst, text.encode("utf-8"))
 
 
 def _use_nltk_data(root: Path) -> None:

@@ -87,7 +87,7 @@ class _TvmUpdate:
     def __init__(self, bundle: Any, cut: np.ndarray, labels: np.ndarray) -> None:
         import tvm
 
-        self.fn = bundle.vms["update"]["update"]
+        self.fn = bundle.vm("update")["update"]
         self.args = [tvm.runtime.tensor(cut), tvm.runtime.tensor(labels)]
         self.state = list(bundle.trainable) + list(bundle.optimizer_state)
 
@@ -101,7 +101,7 @@ def _forward_fn(bundle: Any, x: np.ndarray) -> Callable[[], Any]:
     import tvm
 
     entry = next(f for f in bundle.manifest.forward_functions if f["input_shape"] == list(x.shape))
-    fn = bundle.vms["forward"][entry["name"]]
+    fn = bundle.vm("forward")[entry["name"]]
     args = [tvm.runtime.tensor(x), *bundle.frozen, *bundle.trainable]
     return lambda: fn(*args)
 

@@ -45,7 +45,7 @@ def register(tree: CommandTree) -> None:
 
 
 def _add_source_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=("nwp", "image"))
+    parser.add_argument("--task", required=True, help="a task recipe of cloud_pretrain/recipes.py")
     parser.add_argument("--leaf", type=pathlib.Path, metavar="PATH",
                         help="LEAF JSON file or directory instead of the built-in per-user data")
 
@@ -65,9 +65,10 @@ def run_setup(args: argparse.Namespace) -> None:
 def run_info(args: argparse.Namespace) -> None:
     from cloud_pretrain.data.sources import task_users
     from cloud_pretrain.data.users import summary
+    from cloud_pretrain.recipes import get_task
 
+    source = str(args.leaf) if args.leaf else get_task(args.task).users
     report = summary(task_users(args.task, args.leaf))
-    source = str(args.leaf) if args.leaf else {"nwp": "Shakespeare speakers", "image": "handwriting writers"}[args.task]
     print(f"{args.task} ({source}): {report['users']} users, {report['samples']} samples, "
           f"{report['classes']} classes")
     if "users_with_1000_chars" in report:
@@ -106,8 +107,6 @@ def run_export_user(args: argparse.Namespace) -> None:
     from cloud_pretrain.data.text import Vocabulary
     from cloud_pretrain.data.users import find_user
 
-    if args.task == "nwp" and args.vocab is None:
-        raise ValueError("--task nwp needs --vocab (the bundle's vocab.txt, or one from `autlearn data vocab`)")
     vocab = Vocabulary.load(args.vocab) if args.vocab else None
     user = find_user(task_users(args.task, args.leaf), args.user)
     out = export_user(user, args.out, vocab, args.seq_len)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
-from augment.wordnet import cache_dir
+from device_runtime.files import cache_dir
 
 ORT_ERROR_SEVERITY = 3  # onnxruntime: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"

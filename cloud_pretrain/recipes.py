@@ -28,7 +28,7 @@ class Task:
     classes_key: str  # the checkpoint key holding the class names: "vocab" or "labels"
     classes_arg: str  # the model's keyword for the number of classes
     placeholder_classes: Callable[[], list[str]]  # class names of a model built without data
-    augmentation: str  # "text" or "image"
+    augmentation: str  # "text" or "images"
     users: str  # who the per-user data are, for people
 
     def random_model(self, preset: str = "demo") -> tuple[models.StagedModel, dict[str, Any]]:
@@ -74,7 +74,7 @@ TASKS: dict[str, Task] = {
     "nwp": Task("nwp", models.NextWordLSTM, tasks.PRESETS["nwp"], tasks.nwp_data, "vocab", "vocab_size",
                 _placeholder_vocab, "text", "Shakespeare speakers"),
     "image": Task("image", models.MobileNetV2Image, tasks.PRESETS["image"], tasks.image_data, "labels",
-                  "num_classes", _femnist_classes, "image", "handwriting writers"),
+                  "num_classes", _femnist_classes, "images", "handwriting writers"),
 }
 
 

@@ -56,8 +56,8 @@ def compile_bundle(model: Model, example_input: Any, out: str | Path, *, labels:
     names); neither: the last linear layer. `lengths`: sizes of axis 1 to compile (token
     sequences), one forward function each. `token_range`: bound of integer ids (default: the
     rows of the embedding the input feeds). `tokenizer` (and `synonyms` for text augmentation)
-    travel in the bundle. `augmentation`: "image", "text", None, or "auto" (text for a tokenizer,
-    image for float [batch, C, H, W] inputs).
+    travel in the bundle. `augmentation`: "images", "text", None, or "auto" (text for a tokenizer,
+    images for float [batch, C, H, W] inputs).
     """
     if isinstance(model, torch.export.ExportedProgram):
         if example_input is None:
@@ -196,7 +196,7 @@ def _augmentation(kind: str | None, inputs: InputSpec, tokenizer: Tokenizer | No
         return kind
     if tokenizer is not None and inputs.token_range is not None:
         return "text"
-    return "image" if inputs.dtype == "float32" and len(inputs.sample_shape) == 3 else None
+    return "images" if inputs.dtype == "float32" and len(inputs.sample_shape) == 3 else None
 
 
 def _merge_forward(parts: list[tuple[ForwardShape, np.ndarray, ImportedFunction]]) -> tvm.IRModule:

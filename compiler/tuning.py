@@ -26,9 +26,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
 from compiler.ms_builder import PersistentPoolBuilder, import_tensor_intrinsics
-
-CACHE_ENV = "AUTLEARN_CACHE"
-
+from device_runtime.files import atomic_write_bytes, cache_dir
 
 @dataclass(frozen=True)
 class TuningResult:
@@ -55,8 +53,7 @@ def target_key(target: tvm.target.Target) -> str:
 
 def default_database_dir(target: tvm.target.Target) -> Path:
     """`~/.cache/autlearn/tuning/<target key>/`; the environment variable AUTLEARN_CACHE moves the root."""
-    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "autlearn")
-    return root / "tuning" / target_key(target)
+    return cache_dir() / "tuning" / target_key(target)
 
 
 def with_num_cores(target: tvm.target.Target) -> tvm.target.Target:
@@ -100,9 +97,7 @@ def _record_budgets(database_dir: Path, task_mods: list[tvm.IRModule], per_task:
     for mod in task_mods:
         key = _workload_key(mod)
         budgets[key] = max(per_task, budgets.get(key, 0))
-    tmp = database_dir / (BUDGETS_FILE + ".tmp")
-    tmp.write_text(json.dumps(budgets, indent=0, sort_keys=True))
-    tmp.replace(database_dir / BUDGETS_FILE)
+    atomic_write_bytes(database_dir / BUDGETS_FILE, json.dumps(budgets, indent=0, sort_keys=True).encode())
 
 
 @derived_object

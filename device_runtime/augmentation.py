@@ -1,6 +1,6 @@
 """On-device augmentation of the user's data, through `augment` (never our own ops).
 
-The bundle names the kind of its data, not its task: "image" batches go through augment.image
+The bundle names the kind of its data, not its task: "images" batches go through augment.image
 (numpy-only ops); "text" token rows are turned back into words with the bundle's vocabulary,
 augmented by augment.text's EDA (with the bundle's synonym table when it has one, so no
 WordNet or nltk is needed), and turned into ids again (a word outside the vocabulary becomes
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-AUGMENTATION_KINDS = ("image", "text")
+AUGMENTATION_KINDS = ("images", "text")
 
 
 def _text_copies(x: np.ndarray, y: np.ndarray, sources: np.ndarray, vocab: Sequence[str],
@@ -38,7 +38,7 @@ def augment_user_data(x: np.ndarray, y: np.ndarray, kind: str | None, *, ratio: 
                       pad_id: int = 0, unk_id: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) followed by at most ratio x len(x) augmented copies; the same seed gives the same copies.
 
-    kind is "image" (float [n, C, H, W]), "text" (int ids [n, length], left-padded with pad_id;
+    kind is "images" (float [n, C, H, W]), "text" (int ids [n, length], left-padded with pad_id;
     needs vocab) or None for a bundle without augmentation (ratio must then be 0).
     """
     if kind is not None and kind not in AUGMENTATION_KINDS:
@@ -50,7 +50,7 @@ def augment_user_data(x: np.ndarray, y: np.ndarray, kind: str | None, *, ratio: 
     if kind is None:
         raise ValueError(f"this bundle has no augmentation, so the augment ratio must be 0, got {ratio}")
     rng = np.random.default_rng([seed, 0xA06])
-    if kind == "image":
+    if kind == "images":
         from augment.image import augment_images
 
         return augment_images(x, y, ratio=ratio, rng=rng)

@@ -77,15 +77,26 @@ def load_param_arrays(path: Path, names: list[str]) -> list[np.ndarray]:
 
 @dataclasses.dataclass
 class Bundle:
-    """A verified bundle: manifest, one VM per module, initial parameters as TVM tensors."""
+    """A verified bundle: manifest, its modules (loaded when first called), initial parameters as TVM tensors."""
 
     root: Path
     manifest: Manifest
-    vms: dict[str, Any]
     frozen: list[Any]
     trainable: list[Any]
     optimizer_state: list[Any]
     labels: list[str]
+    _vms: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    def vm(self, key: str) -> Any:
+        """The VM of module `key` ("forward", "update", ...), loaded on first use: a device that
+        only infers never maps update.so, and loss.so (verification's) is never loaded."""
+        if key not in self._vms:
+            import tvm
+            from tvm.runtime.vm import VirtualMachine
+
+            self._vms[key] = VirtualMachine(tvm.runtime.load_module(str(self.root / self.manifest.modules[key])),
+                                            tvm.cpu())
+        return self._vms[key]
 
     @functools.cached_property
     def tokenizer(self) -> Tokenizer:
@@ -117,13 +128,10 @@ class Bundle:
 def load_bundle(root: str | Path) -> Bundle:
     """Verifies and loads a bundle directory (see ARCHITECTURE.md, "The artifact bundle")."""
     import tvm
-    from tvm.runtime.vm import VirtualMachine
 
     root = Path(root)
     manifest = verify_bundle(root)
     device = tvm.cpu()
-    vms = {key: VirtualMachine(tvm.runtime.load_module(str(root / name)), device)
-           for key, name in manifest.modules.items()}
     params = manifest.params
 
     def tensors(file: str, names: list[str]) -> list[Any]:
@@ -132,6 +140,6 @@ def load_bundle(root: str | Path) -> Bundle:
     labels = read_labels(root / manifest.labels_file)
     if len(labels) != manifest.num_classes:
         raise ValueError(f"{manifest.labels_file} has {len(labels)} entries; the manifest says num_classes={manifest.num_classes}")
-    return Bundle(root, manifest, vms, tensors("frozen.npz", params["frozen"]),
+    return Bundle(root, manifest, tensors("frozen.npz", params["frozen"]),
                   tensors("trainable.npz", params["trainable"]),
                   tensors("optimizer.npz", params["optimizer_state"]), labels)

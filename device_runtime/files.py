@@ -39,6 +39,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def cache_dir() -> Path:
+    """The toolkit's one cache root (tuning databases, rendered data, logs): `$AUTLEARN_CACHE`,
+    else `~/.cache/autlearn`. Here, at the bottom of the dependencies, so every package shares it."""
+    return Path(os.environ.get("AUTLEARN_CACHE") or Path.home() / ".cache" / "autlearn")
+
+
 def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     """Every array of an .npz (no pickles); `what` names the file's role in the errors."""
     path = Path(path)

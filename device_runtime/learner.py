@@ -28,7 +28,6 @@ class Learner:
     def __init__(self, model: DeviceModel) -> None:
         self.model = model
         self.batch = model.train_batch
-        self._update = model.bundle.vms["update"]["update"]
         self._num_trainable = len(model.trainable)
         self.steps = 0
         self.rollbacks = 0
@@ -45,7 +44,7 @@ class Learner:
         labels = check_labels(labels, manifest.num_classes)
         if labels.shape != (self.batch,):
             raise ValueError(f"labels have shape {list(labels.shape)}; the update needs [{self.batch}]")
-        out = self._update(tvm.runtime.tensor(np.ascontiguousarray(cut)), tvm.runtime.tensor(labels),
+        out = self.model.bundle.vm("update")["update"](tvm.runtime.tensor(np.ascontiguousarray(cut)), tvm.runtime.tensor(labels),
                            *self.model.trainable, *self.model.optimizer_state)
         loss = float(out[0].numpy())
         new = list(out[1:])

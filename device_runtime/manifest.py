@@ -18,7 +18,7 @@ from device_runtime.files import read_json_object
 
 FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
-AUGMENTATIONS = ("image", "text")
+AUGMENTATIONS = ("images", "text")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 TARGET_NAMES = ("host", "android-arm64", "linux-arm64")
 MODULE_KEYS = ("forward", "loss", "update")
@@ -43,7 +43,7 @@ class Manifest:
     labels_file: str
     files: dict[str, str] = dataclasses.field(default_factory=dict)
     tokenizer: dict[str, Any] | None = None  # vocab_file, pattern, lowercase, pad, unk
-    augmentation: str | None = None  # "image", "text" or None
+    augmentation: str | None = None  # "images", "text" or None
     synonyms_file: str | None = None  # the text augmentation's synonym table
     seed: int = 0  # of the verification inputs
     format_version: int = FORMAT_VERSION

@@ -23,7 +23,7 @@ class DeviceModel:
         self.trainable: list[Any] = list(bundle.trainable)
         self.optimizer_state: list[Any] = list(bundle.optimizer_state)
         self.train_batch = self.manifest.train_batch
-        vm = bundle.vms["forward"]
+        vm = bundle.vm("forward")
         # (batch, per-sample input shape) -> the compiled forward function for it
         self._forward_fns = {(f["batch"], tuple(f["input_shape"][1:])): vm[f["name"]]
                              for f in self.manifest.forward_functions}

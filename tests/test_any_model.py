@@ -83,7 +83,7 @@ def test_resnet18_compiles_from_its_exported_program(resnet):
     assert manifest.model == "resnet18" and manifest.cut_layer == "fc"
     assert manifest.input == {"name": "x", "dtype": "float32", "shape": [None, 3, 32, 32]}
     assert manifest.params["trainable"] == ["fc.weight", "fc.bias"] and len(manifest.params["frozen"]) == 60
-    assert manifest.cut["shape"] == [None, 512] and manifest.augmentation == "image"
+    assert manifest.cut["shape"] == [None, 512] and manifest.augmentation == "images"
     assert manifest.tokenizer is None and manifest.labels_file == "labels.txt"
 
 

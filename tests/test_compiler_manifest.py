@@ -18,7 +18,7 @@ def sample_manifest(**changes) -> Manifest:
         forward_functions=[{"name": "forward_b1", "batch": 1, "input_shape": [1, 1, 28, 28]}],
         params={"frozen": ["a"], "trainable": ["b"], "optimizer_state": ["num_steps"]},
         modules={"forward": "forward.so", "loss": "loss.so", "update": "update.so"},
-        labels_file="labels.txt", augmentation="image")
+        labels_file="labels.txt", augmentation="images")
     fields.update(changes)
     return Manifest(**fields)
 
@@ -47,7 +47,7 @@ def test_write_read_round_trip_hashes_every_file(tmp_path):
     assert "task" not in data and data["model"] == "MobileNetV2Image"
     assert data["input"] == {"name": "image", "dtype": "float32", "shape": [None, 1, 28, 28]}
     assert data["tokenizer"] is None and "vocab_file" not in data  # an image model has no vocabulary
-    assert loaded.labels_file == "labels.txt" and loaded.augmentation == "image"
+    assert loaded.labels_file == "labels.txt" and loaded.augmentation == "images"
     assert loaded.token_range is None and not loaded.next_token
     assert loaded.referenced_files() == ["forward.so", "loss.so", "update.so", "labels.txt"]
     assert mismatched_files(tmp_path, loaded) == []

@@ -71,7 +71,7 @@ def test_onnx_bundle_runs_on_the_device_and_one_update_matches_torch(image_bundl
     linear = image_model.classifier[1]
     assert manifest.model == image_onnx.stem and manifest.labels_file == "labels.txt"
     assert manifest.input == {"name": "x", "dtype": "float32", "shape": [None, 1, 28, 28]}
-    assert manifest.tokenizer is None and manifest.augmentation == "image" and manifest.token_range is None
+    assert manifest.tokenizer is None and manifest.augmentation == "images" and manifest.token_range is None
     assert [f["name"] for f in manifest.forward_functions] == ["forward_b1", f"forward_b{TINY_TRAIN_BATCH}"]
     assert manifest.params["trainable"] == ["classifier.1.weight", "classifier.1.bias"]
     graph = onnx.load(str(image_onnx)).graph

@@ -1,14 +1,11 @@
-"""Fashion-MNIST from the Debian IDX files and per-writer characters rendered from fonts."""
+"""Per-writer characters rendered from fonts."""
 from __future__ import annotations
-
-import gzip
 
 import numpy as np
 import pytest
 
 from cloud_pretrain.data.fonts import FEMNIST_CLASSES, handwriting_fonts, missing_characters, package_font_files
-from cloud_pretrain.data.images import (FASHION_MNIST_DIR, WritingSettings, fashion_mnist, handwriting_users,
-                                        read_idx, render_writer)
+from cloud_pretrain.data.images import WritingSettings, handwriting_users, render_writer
 from cloud_pretrain.data.users import ImageUser, summary
 
 SMALL = WritingSettings(seed=3, samples_per_class=1.5)  # about 93 images a writer: fast, all 62 classes
@@ -22,28 +19,6 @@ def writer_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def writers(writer_cache) -> list[ImageUser]:
     return handwriting_users(SMALL, cache=writer_cache)
-
-
-def test_fashion_mnist_has_the_standard_splits():
-    x, y = fashion_mnist("test")
-    assert x.shape == (10_000, 28, 28) and x.dtype == np.uint8
-    assert y.dtype == np.int64 and np.bincount(y).tolist() == [1_000] * 10
-    assert x.max() == 255 and x.mean() > 40  # real garments, bright on black
-    train_labels = read_idx(FASHION_MNIST_DIR / "train-labels-idx1-ubyte.gz")
-    assert train_labels.shape == (60_000,)
-    with pytest.raises(ValueError, match="'validation'"):
-        fashion_mnist("validation")
-
-
-def test_malformed_or_missing_idx_files_are_named(tmp_path):
-    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x08\x03\x00\x00garbage"))
-    with pytest.raises(ValueError, match="bad.gz: not an IDX file"):
-        read_idx(tmp_path / "bad.gz")
-    (tmp_path / "short").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02")
-    with pytest.raises(ValueError, match="short: 2 bytes of data for shape"):
-        read_idx(tmp_path / "short")
-    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
-        fashion_mnist("train", root=tmp_path / "nowhere")
 
 
 def test_at_least_15_writers_have_all_62_classes(writers):

@@ -16,7 +16,7 @@ def _tokens(n: int = 12) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_kinds_are_data_kinds():
-    assert AUGMENTATION_KINDS == ("image", "text")
+    assert AUGMENTATION_KINDS == ("images", "text")
 
 
 @pytest.mark.parametrize("synonyms", [None, TABLE], ids=["wordnet", "table"])
@@ -52,7 +52,7 @@ def test_image_copies():
     rng = np.random.default_rng(0)
     x = rng.random((10, 1, 28, 28), dtype=np.float32)
     y = np.arange(10, dtype=np.int64)
-    ax, ay = augment_user_data(x, y, "image", ratio=1.0, seed=0)
+    ax, ay = augment_user_data(x, y, "images", ratio=1.0, seed=0)
     assert ax.shape == (20, 1, 28, 28) and ax.dtype == np.float32 and 0 <= ax.min() and ax.max() <= 1
     np.testing.assert_array_equal(np.sort(ay[10:]), y)  # ratio 1: each sample copied once
 

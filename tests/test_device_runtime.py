@@ -121,3 +121,14 @@ def test_state_arrays_round_trip(bundle):
     assert all(np.array_equal(x, y) for x, y in zip(a.state_arrays().values(), b.state_arrays().values()))
     with pytest.raises(ValueError, match="lacks parameters: fc.bias"):
         b.load_state_arrays({"fc.weight": np.zeros((40, 16), np.float32)})
+
+
+def test_the_device_loads_only_the_modules_it_calls(tiny_nwp_bundle):
+    """Inference maps forward.so alone; update.so comes with the first update; loss.so never."""
+    model = DeviceModel(load_bundle(tiny_nwp_bundle))
+    learner = Learner(model)
+    model.forward(np.zeros((1, 6), np.int64))
+    assert set(model.bundle._vms) == {"forward"}
+    cut = model.forward(np.ones((model.train_batch, 6), np.int64))[1]
+    learner.step(cut, np.zeros(model.train_batch, np.int64))
+    assert set(model.bundle._vms) == {"forward", "update"}

@@ -1,6 +1,7 @@
-"""Images: Fashion-MNIST (public, stands for ImageNet) and per-writer handwritten characters.
+"""Images: per-writer handwritten characters rendered from installed fonts (synthetic FEMNIST).
 
-The writers stand for LEAF's FEMNIST: one installed handwriting font is one writer, with 62
+They serve both sides: the public pretraining set is rendered from the fonts no device user
+writes with (cloud_pretrain/tasks.py), the device users are the other writers. The writers stand for LEAF's FEMNIST: one installed handwriting font is one writer, with 62
 classes in FEMNIST order (`0-9`, `A-Z`, `a-z`). Each writer writes each class a different
 number of times (at least once), so writers differ in style and in label distribution.
 Rendering is deterministic for a seed and cached as `.npz` under the cache directory.
@@ -8,8 +9,8 @@ Rendering is deterministic for a seed and cached as `.npz` under the cache direc
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -20,50 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from cloud_pretrain.data.fonts import FEMNIST_CLASSES, Jitter, handwriting_fonts, render_character
-from cloud_pretrain.data.paths import cache_dir, debian_data
 from cloud_pretrain.data.users import TEST_FRACTION, ImageUser, split_in_order
+from device_runtime.files import atomic_write_bytes, cache_dir
 
-FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _RENDER_VERSION = 2  # bump when rendering changes, so old caches are not reused
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """An IDX array (the MNIST file format), gzipped or not."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
-    raw = path.read_bytes()
-    try:
-        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError) as err:
-        raise ValueError(f"{path}: a corrupt gzip file ({err})") from None
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number {data[:4].hex()})")
-    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
-    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    offset = 4 + 4 * ndim
-    if len(data) - offset != int(np.prod(shape)) * dtype.itemsize:
-        raise ValueError(f"{path}: {len(data) - offset} bytes of data for shape {shape} of {dtype}")
-    return np.frombuffer(data, dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def fashion_mnist(split: str = "train", root: str | os.PathLike = FASHION_MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST `train` (60,000) or `test` (10,000): uint8 [n, 28, 28], int64 labels [n]."""
-    prefixes = {"train": "train", "test": "t10k"}
-    if split not in prefixes:
-        raise ValueError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}")
-    root = debian_data(root, "dataset-fashion-mnist", "Fashion-MNIST")
-    images = read_idx(debian_data(root / f"{prefixes[split]}-images-idx3-ubyte.gz", "dataset-fashion-mnist",
-                                  "Fashion-MNIST images"))
-    labels = read_idx(debian_data(root / f"{prefixes[split]}-labels-idx1-ubyte.gz", "dataset-fashion-mnist",
-                                  "Fashion-MNIST labels"))
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f"{root}: {split} images {images.shape} do not match labels {labels.shape}")
-    return images, labels.astype(np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,10 +72,9 @@ def cached_writer(writer: str, font: pathlib.Path, settings: WritingSettings,
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
             pass  # a damaged cache file is rendered again and replaced
     images, labels = render_writer(writer, font, settings)
-    directory.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(partial, x=images, y=labels)
-    os.replace(partial, path)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=images, y=labels)
+    atomic_write_bytes(path, buffer.getvalue())
     return images, labels
 
 

@@ -6,11 +6,6 @@ import os
 import pathlib
 
 
-def cache_dir() -> pathlib.Path:
-    """The toolkit's cache: `$AUTLEARN_CACHE`, else `~/.cache/autlearn`."""
-    return pathlib.Path(os.environ.get("AUTLEARN_CACHE") or pathlib.Path.home() / ".cache" / "autlearn")
-
-
 def require_path(path: str | os.PathLike, what: str, remedy: str) -> pathlib.Path:
     """`path` if it exists; else a FileNotFoundError naming the data and how to get it."""
     path = pathlib.Path(path)

@@ -28,12 +28,10 @@ def task_users(task: str, leaf: str | os.PathLike | None = None) -> list[User]:
 
 def installed_sources() -> dict[str, pathlib.Path]:
     """Where each offline source lives; an error names the first one missing and its package."""
-    from cloud_pretrain.data.images import FASHION_MNIST_DIR
     from cloud_pretrain.data.paths import debian_data
     from cloud_pretrain.data.shakespeare import plays_dir
     from cloud_pretrain.data.text import FORTUNES_DIR, WORDNET_DIR
 
     return {"WordNet": debian_data(WORDNET_DIR, "wordnet-base", "WordNet data"),
             "fortunes": debian_data(FORTUNES_DIR, "fortunes", "fortune files"),
-            "Shakespeare plays": plays_dir(),
-            "Fashion-MNIST": debian_data(FASHION_MNIST_DIR, "dataset-fashion-mnist", "Fashion-MNIST")}
+            "Shakespeare plays": plays_dir()}
