@@ -7,6 +7,7 @@ library lazily, so `autlearn device ...` never imports torch.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import importlib.metadata
 import logging
@@ -32,10 +33,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends each option's default to its help, so no help string repeats it by hand; options
     that are required or default to None or False have nothing worth showing."""
 
+    def _shows_default(self, action: argparse.Action) -> bool:
+        return not (action.required or any(action.default is v for v in (None, False, argparse.SUPPRESS)))
+
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.required or action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
+        return super()._get_help_string(action) if self._shows_default(action) else action.help
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and action.option_strings and self._shows_default(action):
+            action = copy.copy(action)  # an option without help still shows its default
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
 
 
 class CommandTree:

@@ -39,7 +39,7 @@ def register(tree: CommandTree) -> None:
                           "each ONNX file checked against PyTorch with onnxruntime")
     export.add_argument("--checkpoint", required=True, type=pathlib.Path, help="checkpoint.pt")
     export.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
-    export.add_argument("--seq-lengths", default="10", help="nwp context lengths, comma-separated (default 10)")
+    export.add_argument("--seq-lengths", default="10", help="context lengths of a token model, comma-separated")
     export.set_defaults(func=run_export)
 
     build = tree.command("build", "pretrain, prune and compile in one command")
@@ -53,19 +53,19 @@ def _add_common_flags(parser: argparse.ArgumentParser, preset_help: str = "") ->
     parser.add_argument("--task", required=True, help="a task recipe of cloud_pretrain/recipes.py")
     parser.add_argument("--preset", default=None if preset_help else "demo", choices=PRESETS,
                         help=preset_help or "sizes and schedule: tiny (tests), demo (minutes on 2 cores), "
-                                            "paper (the paper's sizes); default demo")
+                                            "paper (the paper's sizes)")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data split, init and batch order (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data split, init and batch order")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads per process (default 1: timings stay stable on a shared machine)")
+                        help="torch CPU threads per process (1 keeps timings stable on a shared machine)")
 
 
 def _add_budget_flags(parser: argparse.ArgumentParser, default_budgets: str | None) -> None:
     parser.add_argument("--resource", default="flops", choices=RESOURCES,
-                        help="what a budget limits: FLOPs, parameter bytes, or latency in ms (default flops)")
+                        help="what a budget limits: FLOPs, parameter bytes, or latency in ms")
     parser.add_argument("--budgets", required=default_budgets is None, default=default_budgets,
                         help="comma-separated; N%% is relative to the unpruned model, a plain number is "
-                             f"absolute (FLOPs, bytes or ms){'' if default_budgets is None else '; default ' + default_budgets.replace('%', '%%')}")
+                             "absolute (FLOPs, bytes or ms)")
 
 
 def _set_threads(args: argparse.Namespace) -> None:

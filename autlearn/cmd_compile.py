@@ -38,7 +38,7 @@ def add_compile_flags(cmd: argparse.ArgumentParser) -> None:
     what.add_argument("--trainable", type=_name_list, default=None,
                       help="comma-separated parameter names to train, as in the model's state dict")
     cmd.add_argument("--target", default="host", choices=TARGETS, help="where the bundle runs")
-    cmd.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
+    cmd.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="the step update.so applies")
     cmd.add_argument("--lr", type=float, default=0.05, help="learning rate")
     cmd.add_argument("--train-batch", type=int, default=16, help="training batch size")
     cmd.add_argument("--lengths", type=_int_list, default=None,

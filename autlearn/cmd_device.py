@@ -35,7 +35,8 @@ def _offline(args: argparse.Namespace) -> int:
                            checkpoint_every=args.checkpoint_every, augment_ratio=args.augment_ratio,
                            seed=args.seed, max_windows=args.max_windows)
     run = OfflineRun(args.bundle, args.data, args.state, config, make_policy(args.policy))
-    bar = tqdm(total=run.status()["total_steps"], initial=run.progress.step, unit="step", desc="offline")
+    bar = tqdm(total=run.status()["total_steps"], initial=run.progress.step, unit="step", desc="offline",
+               disable=None)
     run.on_step = lambda progress, result: (bar.update(1), bar.set_postfix(loss=progress.last_loss))
     status = run.run()
     bar.close()
@@ -68,7 +69,7 @@ def _online(args: argparse.Namespace) -> int:
 
     from device_runtime.online import run_online
 
-    with tqdm(unit="sample", desc="online") as bar:
+    with tqdm(unit="sample", desc="online", disable=None) as bar:
         status = run_online(args.bundle, args.text or args.data, args.state, batch=args.batch,
                             cache_size=args.cache_size, max_age_s=args.max_age, feedback_delay=args.feedback_delay,
                             use_cache=not args.no_cache, checkpoint_every=args.checkpoint_every,

@@ -106,7 +106,8 @@ def test_cli_errors_are_one_line_naming_the_problem(tmp_path, tiny_run, capsys):
 @pytest.mark.slow
 def test_build_pretrains_prunes_and_compiles_a_bundle(tmp_path, capsys):
     """The whole cloud side in one command, ending in a bundle of the chosen model."""
-    assert main(["build", "--task", "nwp", "--preset", "tiny", "--budgets", "70%", "--out", str(tmp_path)]) == 0
+    assert main(["build", "--task", "nwp", "--preset", "tiny", "--budgets", "70%", "--train-batch", "8",
+                 "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert (tmp_path / "pretrain" / "checkpoint.pt").is_file()
     assert (tmp_path / "prune" / "budget-1" / "checkpoint.pt").is_file()
@@ -114,8 +115,11 @@ def test_build_pretrains_prunes_and_compiles_a_bundle(tmp_path, capsys):
     chosen = printed.split("fastest within 1 point of accuracy: ")[1].split()[0]
     source = tmp_path / ("pretrain" if chosen == "unpruned" else f"prune/{chosen}") / "checkpoint.pt"
     model, _ = load_checkpoint(source)
-    assert manifest["task"] == "nwp" and manifest["num_classes"] == 10_002
+    assert manifest["model"] == "nwp" and manifest["num_classes"] == 10_002
+    assert manifest["tokenizer"]["vocab_file"] == manifest["labels_file"] == "vocab.txt"
+    assert manifest["synonyms_file"] == "synonyms.json" and manifest["augmentation"] == "text"
     assert manifest["cut"]["shape"][1:] == [model.config["hidden2_size"]]  # the chosen model was compiled
+    assert manifest["train_batch"] == 8  # build takes the compile flags
 
 
 @pytest.mark.parametrize("command", ["pretrain", "prune", "export", "build"])

@@ -63,7 +63,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys):
     args = ["data", "export-user", "--task", "nwp", "--leaf", str(LEAF / "sent140"), "--user", "bob_t",
             "--out", str(tmp_path / "x.npz")]
     assert main(args) == 2
-    assert "needs --vocab" in capsys.readouterr().err
+    assert "needs a vocabulary (--vocab" in capsys.readouterr().err
     assert main(args + ["--vocab", str(tmp_path / "none.txt")]) == 2
     assert "vocabulary file not found" in capsys.readouterr().err
     assert main(["data", "export-user", "--task", "image", "--leaf", str(LEAF / "femnist"), "--user", "nobody",

@@ -21,7 +21,7 @@ def model_inputs(user: User, vocab: Vocabulary | None = None, seq_len: int = 10)
         return {"x": image_inputs(user.train_x), "y": user.train_y.astype(np.int64),
                 "test_x": image_inputs(user.test_x), "test_y": user.test_y.astype(np.int64)}
     if vocab is None:
-        raise ValueError(f"text user {user.id!r} needs --vocab: the bundle's vocab.txt, to become its token ids")
+        raise ValueError(f"text user {user.id!r} needs a vocabulary (--vocab: the bundle's vocab.txt) to become token ids")
     if seq_len < 1:
         raise ValueError(f"the context length must be positive, got {seq_len}")
     arrays = {}
