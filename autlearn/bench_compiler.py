@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from autlearn.kernel_profile import profile_function
 from autlearn.torch_step import TorchHeadStep
 from compiler.api import compile_bundle
 from compiler.ort_baseline import build_ort_trainer
@@ -120,13 +121,14 @@ def _speedups(ms: dict[str, dict[str, float]], variant: str) -> dict[str, float]
 def bench_compiler(model: nn.Module, inputs: dict[str, Any], work_dir: Path, *, cut: str | None = None,
                    tune_trials: int = 0, tuning_db: Path | None = None, threads: int = 2, train_batch: int = 16,
                    lr: float = 0.05, warmup: int = 10, repeats: int = 50, seed: int = 0,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, profile: bool = False) -> dict[str, Any]:
     """Compiles `model` (untuned, and tuned if `tune_trials` > 0) and times it against the baselines.
 
     `inputs`: the `compile_bundle` inputs (example_input, labels, lengths, tokenizer, name).
     Returns a JSON-ready dict: median times in ms, first-step losses of every implementation
     (they start from the same parameters, so they must agree), compile and tune seconds, new
-    tuning trials, and speedups of the best compiled variant.
+    tuning trials, and speedups of the best compiled variant; with `profile`, per variant and
+    module the kernels by self time (autlearn/kernel_profile.py).
     """
     from device_runtime.bundle import load_bundle
 
@@ -179,6 +181,7 @@ def bench_compiler(model: nn.Module, inputs: dict[str, Any], work_dir: Path, *, 
                                   progress=progress)
 
     ms = {"update": update_ms, "forward": forward_ms}
+    kernels = {v: _profile(b, cut_acts, y_train, x_one) for v, b in bundles.items()} if profile else None
     best = "tvm_tuned" if "tvm_tuned" in bundles else "tvm_untuned"
     headline = _speedups(ms, best)
     return {
@@ -194,7 +197,20 @@ def bench_compiler(model: nn.Module, inputs: dict[str, Any], work_dir: Path, *, 
         "first_step_loss": first_loss,
         "compile_seconds": compile_seconds,
         "goals": {key: {"target": goal, "met": headline[key] >= goal} for key, goal in GOALS.items()},
+        **({"profile": kernels} if kernels is not None else {}),
     }
+
+
+def _profile(bundle: Any, cut: np.ndarray, labels: np.ndarray, x: np.ndarray) -> dict[str, list[dict[str, Any]]]:
+    """The kernels of the bundle's update step and batch-1 forward, by self time."""
+    import tvm
+
+    entry = next(f for f in bundle.manifest.forward_functions if f["input_shape"] == list(x.shape))
+    calls = {"update": ("update", [tvm.runtime.tensor(cut), tvm.runtime.tensor(labels), *bundle.trainable,
+                                   *bundle.optimizer_state]),
+             "forward": (entry["name"], [tvm.runtime.tensor(x), *bundle.frozen, *bundle.trainable])}
+    return {module: [row.to_json() for row in profile_function(bundle.vm(module), function, args)]
+            for module, (function, args) in calls.items()}
 
 
 def write_report(result: dict[str, Any], json_path: Path) -> tuple[Path, Path]:

@@ -45,7 +45,7 @@ def _bench_compiler(args: argparse.Namespace) -> int:
     work_dir = args.work_dir or json_path.parent / f"compiler-{args.task}-bundles"
     result = bench_compiler(model, inputs, work_dir, cut=args.cut, tune_trials=args.tune_trials,
                             tuning_db=args.tuning_db, threads=args.threads, repeats=args.repeats,
-                            warmup=args.warmup)
+                            warmup=args.warmup, profile=args.profile)
     json_file, png = write_report(result, json_path)
     update, forward = result["update_ms"], result["forward_ms"]
     print(f"update step (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in update.items()))
@@ -53,6 +53,13 @@ def _bench_compiler(args: argparse.Namespace) -> int:
     print(f"{result['compared']}: update x{result['update_speedup_vs_torch']:.2f} vs torch, "
           f"x{result['update_speedup_vs_ort']:.2f} vs ORT; forward x{result['forward_speedup_vs_torch']:.2f} "
           f"vs torch; {result['tuned_trials']} new tuning trials")
+    if args.profile:
+        from autlearn.kernel_profile import KernelTime, format_profile
+
+        for variant, modules in result["profile"].items():
+            for module, rows in modules.items():
+                print("\n" + format_profile(f"{variant} {module}: kernels by self time",
+                                             [KernelTime(**row) for row in rows]))
     print(f"wrote {json_file} and {png}")
     return 0
 
@@ -75,4 +82,6 @@ def register(tree: CommandTree) -> None:
     p.add_argument("--repeats", type=int, default=50, help="timed rounds (medians are reported)")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls before timing")
     p.add_argument("--work-dir", type=Path, default=None, help="where the compiled bundles go")
+    p.add_argument("--profile", action="store_true",
+                   help="also list each compiled module's kernels with their share of its time")
     p.set_defaults(func=_bench_compiler)

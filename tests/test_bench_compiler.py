@@ -23,7 +23,7 @@ def bench_result(tmp_path_factory):
     # One thread: TVM's pool may already be running in this test process, and it only shrinks.
     code = main(["bench", "compiler", "--task", "nwp", "--checkpoint", str(ckpt), "--json", str(json_path),
                  "--threads", "1", "--repeats", "3", "--warmup", "1", "--work-dir", str(root / "bundles"),
-                 "--tuning-db", str(root / "db")])
+                 "--tuning-db", str(root / "db"), "--profile"])
     assert code == 0
     return json.loads(json_path.read_text()), json_path
 
@@ -64,3 +64,14 @@ def test_a_checkpoint_of_another_task_is_one_clear_error(bench_result, capsys):
     ckpt = bench_result[1].parent / "checkpoint.pt"
     assert main(["bench", "compiler", "--task", "image", "--checkpoint", str(ckpt), "--threads", "1"]) == 2
     assert "is for task 'nwp', not 'image'" in capsys.readouterr().err
+
+
+def test_profile_lists_each_modules_kernels_with_their_shares(bench_result):
+    profile = bench_result[0]["profile"]["tvm_untuned"]
+    assert set(profile) == {"update", "forward"}
+    for module, rows in profile.items():
+        assert sum(row["share"] for row in rows) == pytest.approx(1.0, abs=1e-3), module
+        assert [row["ms"] for row in rows] == sorted((row["ms"] for row in rows), reverse=True)
+        assert all(row["calls"] >= 1 for row in rows)
+    kernels = {row["name"] for row in profile["update"]}
+    assert any("matmul" in name for name in kernels) and "backbone_loss_adjoint" in kernels  # nested: self time
