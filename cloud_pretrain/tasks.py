@@ -21,7 +21,6 @@ import torch
 
 from cloud_pretrain.train import Buckets, TrainConfig
 
-TASKS = ("nwp", "image")
 PUBLIC_RENDER_SEED = 1  # the device users' writers are rendered with seed 0
 VAL_FRACTION = 0.1
 
@@ -83,7 +82,7 @@ class TaskData:
 def get_preset(task: str, name: str, **train_overrides: Any) -> Preset:
     """A preset, with fields of its TrainConfig replaced by the non-None overrides."""
     if task not in PRESETS:
-        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(PRESETS)}")
     if name not in PRESETS[task]:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS[task])}")
     preset = PRESETS[task][name]
@@ -169,8 +168,6 @@ def image_data(preset: Preset, seed: int) -> TaskData:
 
 def load_data(task: str, preset: Preset, seed: int, vocab: list[str] | None = None) -> TaskData:
     """The public train/validation data of `task` for `preset`, deterministic for `seed`."""
-    if task == "nwp":
-        return nwp_data(preset, seed, vocab)
-    if task == "image":
-        return image_data(preset, seed)
-    raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    from cloud_pretrain.recipes import get_task  # the recipes name each task's loader
+
+    return get_task(task).data(preset, seed, vocab)

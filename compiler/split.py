@@ -27,7 +27,6 @@ class GraphSplit:
 
     forward: nn.Module  # x -> (logits, cut)
     trainable: nn.Module  # cut -> logits
-    trainable_names: list[str]
     cut_layer: str  # the module the trainable region begins with (the manifest's cut_layer)
 
 
@@ -182,7 +181,7 @@ def split_graph(gm: fx.GraphModule, trainable_names: Sequence[str]) -> GraphSpli
         delattr(module, leaf)
         module.register_buffer(leaf, value)
     first = next(n for n in gm.graph.nodes if n in trained and n.op == "call_function")
-    return GraphSplit(fx.GraphModule(gm, forward_graph), trainable, list(trainable_names), _module_of(first) or first.name)
+    return GraphSplit(fx.GraphModule(gm, forward_graph), trainable, _module_of(first) or first.name)
 
 
 def embedding_rows(gm: fx.GraphModule) -> int | None:

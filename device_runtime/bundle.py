@@ -119,11 +119,6 @@ class Bundle:
 
         return load_synonym_table(self.root / self.manifest.synonyms_file)
 
-    @property
-    def fingerprint(self) -> str:
-        """sha256 of the trainable starting point: a checkpoint belongs to bundles sharing it."""
-        return self.manifest.files["trainable.npz"]
-
 
 def load_bundle(root: str | Path) -> Bundle:
     """Verifies and loads a bundle directory (see ARCHITECTURE.md, "The artifact bundle")."""

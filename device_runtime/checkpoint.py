@@ -1,8 +1,9 @@
 """Atomic checkpoints: a learner killed at any instant leaves the previous checkpoint or the new one.
 
-One `.npz` file holds the arrays and, under `__meta__`, a JSON object (cursor, RNG state,
-counters, the bundle's fingerprint). It is written to a temporary file in the same directory,
-fsynced, then renamed over the old one with os.replace, and the directory is fsynced.
+One `.npz` file holds the arrays and, under `__meta__`, a JSON object (a state directory's learned
+state: its generation, layout and each mode's progress, device_runtime/state.py). It is written
+to a temporary file in the same directory, fsynced, then renamed over the old one with
+os.replace, and the directory is fsynced.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`autlearn device infer`: predictions for a file of inputs or typed text, with learned params when given."""
+"""`autlearn device infer`: predictions for a file of inputs or typed text, with a state's newest learned
+params when given (device_runtime/state.py)."""
 from __future__ import annotations
 
 import zipfile
@@ -10,7 +11,7 @@ import numpy as np
 from device_runtime.bundle import load_bundle
 from device_runtime.learner import Learner
 from device_runtime.model import DeviceModel
-from device_runtime.state import restore_learned
+from device_runtime.state import LearnedState, load_learned
 
 
 def read_inputs(path: str | Path) -> np.ndarray:
@@ -36,13 +37,13 @@ def infer_file(bundle_dir: str | Path, input_path: str | Path, *, state_dir: str
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
     model = DeviceModel(load_bundle(bundle_dir))
-    used = restore_learned(Learner(model), state_dir) if state_dir is not None else None
+    used = load_learned(state_dir, Learner(model)) if state_dir is not None else LearnedState()
     logits = model.forward(read_inputs(input_path))[0].astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     best = np.argsort(-probs, axis=1)[:, :top]
     labels = model.bundle.labels
-    return {"params": str(used) if used else "bundle",
+    return {"params": used.describe(),
             "predictions": [[{"id": int(c), "label": labels[c], "p": round(float(p[c]), 6)} for c in row]
                             for row, p in zip(best, probs)]}
 
@@ -53,5 +54,5 @@ def infer_text(bundle_dir: str | Path, text: str, *, state_dir: str | Path | Non
     from device_runtime.text import suggestions
 
     model = DeviceModel(load_bundle(bundle_dir))
-    used = restore_learned(Learner(model), state_dir) if state_dir is not None else None
-    return {"params": str(used) if used else "bundle", "text": text, "suggestions": suggestions(model, text, top)}
+    used = load_learned(state_dir, Learner(model)) if state_dir is not None else LearnedState()
+    return {"params": used.describe(), "text": text, "suggestions": suggestions(model, text, top)}

@@ -63,18 +63,22 @@ class Learner:
         return {name: t.numpy() for name, t in zip(names, self.model.trainable + self.model.optimizer_state)}
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        """Restores what `state_arrays` returned (checked against the manifest's names and shapes)."""
+        """Restores what `state_arrays` returned, checked array by array against this bundle's names,
+        shapes and dtypes, so a learned state of another layout never half-loads."""
         import tvm
 
         params = self.model.manifest.params
         current = dict(zip(params["trainable"] + params["optimizer_state"],
                            self.model.trainable + self.model.optimizer_state))
-        missing = sorted(set(current) - set(arrays))
+        missing, extra = sorted(set(current) - set(arrays)), sorted(set(arrays) - set(current))
         if missing:
-            raise ValueError(f"checkpoint lacks parameters: {', '.join(missing)}")
+            raise ValueError(f"learned state lacks parameters: {', '.join(missing)}")
+        if extra:
+            raise ValueError(f"learned state has parameters this bundle lacks: {', '.join(extra)}")
         for name, tensor in current.items():
-            if tuple(arrays[name].shape) != tuple(tensor.shape):
-                raise ValueError(f"checkpoint parameter {name} has shape {list(arrays[name].shape)}; "
-                                 f"the bundle's is {list(tensor.shape)}")
+            got, want = arrays[name], (list(tensor.shape), np.dtype(str(tensor.dtype)))
+            if (list(got.shape), got.dtype) != want:
+                raise ValueError(f"learned state has {name} {list(got.shape)} {got.dtype}; "
+                                 f"this bundle's is {want[0]} {want[1]}")
         self.model.trainable = [tvm.runtime.tensor(arrays[n]) for n in params["trainable"]]
         self.model.optimizer_state = [tvm.runtime.tensor(arrays[n]) for n in params["optimizer_state"]]

@@ -5,7 +5,8 @@ The cut activations depend on the frozen stages only, so they are computed once 
 order drawn from one seeded Generator; the checkpoint (params, optimizer state, the epoch's
 order and cursor, the Generator's state) is written atomically every N steps and at the end of
 every window, so a killed or paused run resumes where it stopped and ends with the same params
-as an uninterrupted one.
+as an uninterrupted one. The params are the state directory's newest (device_runtime/state.py):
+after online learning, offline keeps its own progress but trains on from online's params.
 """
 from __future__ import annotations
 
@@ -19,11 +20,10 @@ import numpy as np
 
 from device_runtime.augmentation import augment_user_data
 from device_runtime.bundle import Bundle, load_bundle
-from device_runtime.checkpoint import load_checkpoint, save_checkpoint
 from device_runtime.learner import Learner, StepResult
 from device_runtime.model import DeviceModel
 from device_runtime.policy import TrainingPolicy
-from device_runtime.state import OFFLINE_CHECKPOINT, ORDER_KEY, update_status
+from device_runtime.state import CHECKPOINT, load_learned, save_learned, update_status
 from device_runtime.userdata import load_user_data
 
 
@@ -105,38 +105,45 @@ class OfflineRun:
         self.labels = y
         self.cuts = self.model.forward(x)[1]  # once per sample, reused by every epoch
         self.steps_per_epoch = len(x) // batch
-        self.identity = {"bundle": self.bundle.fingerprint, "data": self.data.sha256,
-                         "augment_ratio": config.augment_ratio, "seed": config.seed, "samples": len(x)}
+        # the bundle is not part of it: a bundle of the same layout continues (device_runtime/state.py)
+        self.identity = {"data": self.data.sha256, "augment_ratio": config.augment_ratio, "seed": config.seed,
+                         "samples": len(x)}
+        self.state = load_learned(self.state_dir, self.learner)
+        self.started_from = self.state.describe()
         self.progress, self.order = self._resume_or_start()
+        self._saved = (self.progress.step, self.progress.windows)
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.state_dir / OFFLINE_CHECKPOINT
+        return self.state_dir / CHECKPOINT
 
     def _resume_or_start(self) -> tuple[Progress, np.ndarray]:
-        if not self.checkpoint_path.exists():
+        section = self.state.sections.get("offline")
+        if section is None:
             rng = np.random.default_rng(self.config.seed)
             order = rng.permutation(len(self.labels))
             return Progress(rng_state=rng.bit_generator.state), order
-        arrays, meta = load_checkpoint(self.checkpoint_path)
-        saved = meta.get("identity", {})
-        changed = [k for k, v in self.identity.items() if saved.get(k) != v]
+        changed = [k for k, v in self.identity.items() if section["identity"].get(k) != v]
         if changed:
             raise ValueError(f"checkpoint {self.checkpoint_path} belongs to another run: {', '.join(changed)} differ "
                              f"(use a new --state directory)")
-        order = arrays.pop(ORDER_KEY)
-        self.learner.load_state_arrays(arrays)
-        progress = Progress(**meta["progress"])
+        if section["generation"] < self.state.generation:
+            self.started_from += f", newer than offline's own generation {section['generation']}"
+        progress = Progress(**section["progress"])
         progress.finished = progress.epoch >= self.config.epochs
         self.learner.rollbacks = progress.rollbacks
-        return progress, order
+        return progress, self.state.arrays["offline"]["order"]
 
     def _checkpoint(self) -> None:
+        """Saves the next generation when steps or windows were made since the last save; updates the status."""
         p = self.progress
-        p.rollbacks = self.learner.rollbacks
-        p.last_checkpoint = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        save_checkpoint(self.checkpoint_path, {**self.learner.state_arrays(), ORDER_KEY: self.order},
-                        {"identity": self.identity, "progress": dataclasses.asdict(p)})
+        if (p.step, p.windows) != self._saved:
+            p.rollbacks = self.learner.rollbacks
+            p.last_checkpoint = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            self.state = save_learned(self.state_dir, self.learner, self.state, "offline",
+                                      {"identity": self.identity, "progress": dataclasses.asdict(p)},
+                                      {"order": self.order})
+            self._saved = (p.step, p.windows)
         update_status(self.state_dir, "offline", self.status())
 
     def status(self) -> dict[str, Any]:
@@ -147,6 +154,7 @@ class OfflineRun:
                 "total_steps": total, "progress": min(1.0, p.step / total), "windows": p.windows,
                 "rollbacks": self.learner.rollbacks, "last_loss": p.last_loss, "finished": p.finished,
                 "last_checkpoint": p.last_checkpoint, "checkpoint": str(self.checkpoint_path),
+                "started_from": self.started_from, "generation": self.state.generation,
                 "stopped_because": p.stopped_because}
 
     def _next_batch(self) -> tuple[np.ndarray, np.ndarray]:

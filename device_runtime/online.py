@@ -5,6 +5,12 @@ by the sample. When the user's feedback gives the label, the cached cut becomes 
 example with no second forward pass, and a full batch triggers an update. The cache evicts the
 least recently used entry beyond `max_entries` and any entry older than `max_age_s`, so memory
 stays bounded. Accuracy is prequential: each prediction is scored before its label trains.
+
+`run_online` continues the state directory's newest params (device_runtime/state.py) and, per
+stream, where it stopped: a stream's entry holds how many samples were consumed (their label
+given) and the sha256 of those samples, so a rerun of the same file, or of one that grew, starts
+after them. The labels still pending (their cut or input) are saved with the params; a killed
+run loses only what followed its last checkpoint, and the rerun processes exactly that.
 """
 from __future__ import annotations
 
@@ -19,10 +25,9 @@ from typing import Any
 import numpy as np
 
 from device_runtime.bundle import load_bundle
-from device_runtime.checkpoint import save_checkpoint
 from device_runtime.learner import Learner, StepResult
 from device_runtime.model import DeviceModel
-from device_runtime.state import ONLINE_CHECKPOINT, restore_learned, update_status
+from device_runtime.state import CHECKPOINT, load_learned, save_learned, update_status
 from device_runtime.userdata import load_user_data
 
 
@@ -90,6 +95,7 @@ class OnlineStats:
     """Counters of a stream and the prequential accuracy after each update."""
 
     inferred: int = 0
+    fed: int = 0            # labels given, whatever came of them: the samples the stream consumed
     labelled: int = 0
     correct: int = 0
     updates: int = 0
@@ -116,8 +122,8 @@ class OnlineLearner:
             raise ValueError(f"online batch {self.batch} must be a multiple of the bundle's train_batch "
                              f"{model.train_batch}")
         self.stats = OnlineStats()
-        # (cut or None, input when the cut must be recomputed, label), in arrival order
-        self._pending: list[tuple[np.ndarray | None, np.ndarray | None, int]] = []
+        # (cut or None, input when the cut must be recomputed, label), in arrival order; run_online saves them
+        self.pending: list[tuple[np.ndarray | None, np.ndarray | None, int]] = []
         self._predictions: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
 
     def infer(self, x: np.ndarray, key: Hashable | None = None) -> tuple[Hashable, int]:
@@ -144,13 +150,14 @@ class OnlineLearner:
         label = int(label)
         if not 0 <= label < self.model.manifest.num_classes:
             raise ValueError(f"feedback label {label} is not a class id in [0, {self.model.manifest.num_classes - 1}]")
+        self.stats.fed += 1
         entry = self.cache.pop(key) if self.cache is not None else None
         if entry is not None:
             prediction = entry.prediction
-            self._pending.append((entry.cut, None, label))
+            self.pending.append((entry.cut, None, label))
         elif x is not None:
             prediction = self._predictions.pop(key, None)
-            self._pending.append((None, np.asarray(x), label))
+            self.pending.append((None, np.asarray(x), label))
             self.stats.recomputed += 1
         else:
             self.stats.dropped += 1
@@ -161,20 +168,20 @@ class OnlineLearner:
         return self._maybe_update()
 
     def _maybe_update(self) -> list[StepResult]:
-        if len(self._pending) < self.batch:
+        if len(self.pending) < self.batch:
             return []
-        cuts = [c for c, _, _ in self._pending]
+        cuts = [c for c, _, _ in self.pending]
         missing = [i for i, c in enumerate(cuts) if c is None]
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i in missing:  # no cached activation: one batched forward pass per input shape recomputes them
-            by_shape.setdefault(self._pending[i][1].shape, []).append(i)
+            by_shape.setdefault(self.pending[i][1].shape, []).append(i)
         for group in by_shape.values():
-            recomputed = self.model.forward(np.stack([self._pending[i][1] for i in group]))[1]
+            recomputed = self.model.forward(np.stack([self.pending[i][1] for i in group]))[1]
             for i, c in zip(group, recomputed):
                 cuts[i] = c
         cut = np.stack(cuts)
-        labels = np.asarray([label for _, _, label in self._pending], dtype=np.int64)
-        self._pending = []
+        labels = np.asarray([label for _, _, label in self.pending], dtype=np.int64)
+        self.pending = []
         step = self.model.train_batch
         results = [self.learner.step(cut[i:i + step], labels[i:i + step]) for i in range(0, self.batch, step)]
         self.stats.updates += len(results)
@@ -208,6 +215,48 @@ def simulate_stream(online: OnlineLearner, x: Sequence[np.ndarray], y: np.ndarra
     return online.stats
 
 
+def _pack_pending(pending: list[tuple[np.ndarray | None, np.ndarray | None, int]]) -> dict[str, np.ndarray]:
+    """The pending labels as arrays: `labels`, and per label `cut_<i>` or `x_<i>`, as they are held."""
+    arrays = {"labels": np.asarray([label for _, _, label in pending], dtype=np.int64)}
+    for i, (cut, x, _) in enumerate(pending):
+        arrays[f"cut_{i}" if cut is not None else f"x_{i}"] = cut if cut is not None else x
+    return arrays
+
+
+def _unpack_pending(arrays: dict[str, np.ndarray]) -> list[tuple[np.ndarray | None, np.ndarray | None, int]]:
+    """What `_pack_pending` wrote, back in OnlineLearner.pending's form."""
+    return [(arrays.get(f"cut_{i}"), arrays.get(f"x_{i}"), int(label))
+            for i, label in enumerate(arrays.get("labels", ()))]
+
+
+class _PrefixDigest:
+    """sha256 of a stream's first n samples (inputs and labels), extended as n grows."""
+
+    def __init__(self, x: Sequence[np.ndarray], y: np.ndarray) -> None:
+        self._x, self._y, self._n, self._hash = x, y, 0, hashlib.sha256()
+
+    def at(self, n: int) -> str:
+        for i in range(self._n, n):
+            self._hash.update(f"{sample_key(self._x[i])}:{int(self._y[i])};".encode())
+        self._n = max(self._n, n)
+        return self._hash.hexdigest()
+
+
+def _stream_entry(streams: list[dict[str, Any]], x: Sequence[np.ndarray], y: np.ndarray) -> dict[str, Any]:
+    """The entry of `streams` this stream continues (the longest whose consumed samples it begins
+    with), else a new one appended."""
+    digest, found = _PrefixDigest(x, y), None
+    for entry in sorted(streams, key=lambda e: e["consumed"]):
+        if entry["consumed"] > len(y):
+            break
+        if digest.at(entry["consumed"]) == entry["digest"]:
+            found = entry
+    if found is None:
+        found = {"consumed": 0, "digest": hashlib.sha256().hexdigest()}
+        streams.append(found)
+    return found
+
+
 def run_online(bundle_dir: str | Path, data_path: str | Path, state_dir: str | Path, *, batch: int = 16,
                cache_size: int = 256, max_age_s: float = 600.0, feedback_delay: int = 0, use_cache: bool = True,
                checkpoint_every: int = 10, on_sample: Callable[[int], None] | None = None,
@@ -217,8 +266,9 @@ def run_online(bundle_dir: str | Path, data_path: str | Path, state_dir: str | P
     With `text`, the file is typed text, one line at a time (device_runtime/text.py): every word
     is predicted from the words before it, then learned.
 
-    Starts from the state directory's last online or offline checkpoint of the same bundle and
-    checkpoints atomically every `checkpoint_every` updates and at the end.
+    Starts from the state directory's newest params and pending labels, after the samples of this
+    stream already consumed (`on_sample` gets indices into the whole file); checkpoints atomically
+    every `checkpoint_every` updates and at the end, when anything was consumed.
     """
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
@@ -232,30 +282,39 @@ def run_online(bundle_dir: str | Path, data_path: str | Path, state_dir: str | P
     else:
         data = load_user_data(data_path, model)
         x, y = data.x, data.y
-    start = restore_learned(learner, state_dir)
+    state = load_learned(state_dir, learner)
+    started_from = state.describe()
     cache = InferenceCache(cache_size, max_age_s) if use_cache else None
     online = OnlineLearner(model, learner, cache, batch)
-    saved_at = 0
+    online.pending = _unpack_pending(state.arrays.get("online", {}))
+    streams = [dict(e) for e in state.sections.get("online", {}).get("streams", [])]
+    stream = _stream_entry(streams, x, y)
+    start = stream["consumed"]
+    digest = _PrefixDigest(x, y)
+    digest.at(start)
+    saved_updates, saved_fed, saved_time = 0, 0, None
 
     def save() -> None:
-        nonlocal saved_at
-        saved_at = online.stats.updates
-        save_checkpoint(state_dir / ONLINE_CHECKPOINT, learner.state_arrays(),
-                        {"identity": {"bundle": model.bundle.fingerprint}, "updates": saved_at})
+        nonlocal state, saved_updates, saved_fed, saved_time
+        saved_updates, saved_fed = online.stats.updates, online.stats.fed
+        stream.update(consumed=start + saved_fed, digest=digest.at(start + saved_fed))
+        state = save_learned(state_dir, learner, state, "online", {"streams": streams}, _pack_pending(online.pending))
+        saved_time = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
     def after_sample(i: int) -> None:
-        if online.stats.updates - saved_at >= checkpoint_every:
+        if online.stats.updates - saved_updates >= checkpoint_every:
             save()
         if on_sample is not None:
-            on_sample(i)
+            on_sample(start + i)
 
-    stats = simulate_stream(online, x, y, feedback_delay=feedback_delay, on_sample=after_sample)
-    save()
-    status = {"started_from": str(start) if start else "bundle", "inferred": stats.inferred,
+    stats = simulate_stream(online, x[start:], y[start:], feedback_delay=feedback_delay, on_sample=after_sample)
+    if stats.fed > saved_fed:
+        save()
+    status = {"started_from": started_from, "samples": len(y), "resumed_at": start, "consumed": start + stats.fed,
+              "pending": len(online.pending), "inferred": stats.inferred,
               "labelled": stats.labelled, "updates": stats.updates, "rollbacks": learner.rollbacks,
               "prequential_accuracy": stats.accuracy, "recomputed": stats.recomputed, "dropped": stats.dropped,
               "evicted": cache.evicted if cache else 0, "curve": [list(p) for p in stats.curve],
-              "last_checkpoint": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "checkpoint": str(state_dir / ONLINE_CHECKPOINT)}
+              "last_checkpoint": saved_time, "generation": state.generation, "checkpoint": str(state_dir / CHECKPOINT)}
     update_status(state_dir, "online", status)
     return status
