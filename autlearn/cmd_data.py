@@ -5,8 +5,12 @@ import argparse
 import json
 import pathlib
 import statistics
+from typing import TYPE_CHECKING
 
 from autlearn.cli import CommandTree
+
+if TYPE_CHECKING:
+    from cloud_pretrain.data.text import Vocabulary
 
 GROUP_HELP = "offline data: public corpora and per-user data"
 
@@ -34,7 +38,9 @@ def register(tree: CommandTree) -> None:
     _add_source_flags(export)
     export.add_argument("--user", required=True, help="user id (see `autlearn data users`)")
     export.add_argument("--out", required=True, type=pathlib.Path, help="output .npz")
-    export.add_argument("--vocab", type=pathlib.Path, help="vocab.txt to map words to ids (nwp)")
+    words = export.add_mutually_exclusive_group()
+    words.add_argument("--vocab", type=pathlib.Path, help="vocab.txt to map words to ids (nwp)")
+    words.add_argument("--bundle", type=pathlib.Path, help="map words to ids with this bundle's own vocabulary")
     export.add_argument("--seq-len", type=int, default=10, help="context length of nwp inputs")
     export.set_defaults(func=run_export_user)
 
@@ -107,10 +113,21 @@ def run_export_user(args: argparse.Namespace) -> None:
     from cloud_pretrain.data.text import Vocabulary
     from cloud_pretrain.data.users import find_user
 
-    vocab = Vocabulary.load(args.vocab) if args.vocab else None
+    vocab = bundle_vocabulary(args.bundle) if args.bundle else Vocabulary.load(args.vocab) if args.vocab else None
     user = find_user(task_users(args.task, args.leaf), args.user)
     out = export_user(user, args.out, vocab, args.seq_len)
     print(f"wrote {out}: {user.id}, {user.num_samples} samples")
+
+
+def bundle_vocabulary(bundle: pathlib.Path) -> Vocabulary:
+    """The vocabulary a bundle's model reads (its tokenizer's vocab_file); ValueError if it reads no text."""
+    from cloud_pretrain.data.text import Vocabulary
+    from device_runtime.manifest import read_manifest
+
+    tokenizer = read_manifest(bundle).tokenizer
+    if tokenizer is None:
+        raise ValueError(f"bundle {bundle} has no tokenizer: its model reads no token ids")
+    return Vocabulary.load(bundle / tokenizer["vocab_file"])
 
 
 def run_vocab(args: argparse.Namespace) -> None:

@@ -106,7 +106,11 @@ def compile_bundle(model: Model, example_input: Any, out: str | Path, *, labels:
 
     forward_mod = _merge_forward(parts.forward_parts)
     training = parts.training
-    modules = {"forward": forward_mod, "loss": training.loss, "update": training.update}
+    # `linear` imports as matmul(x, permute_dims(W)) with W a runtime input: without this the
+    # transpose of every weight runs on every call (half the nwp step, BENCHMARKS.md profile).
+    fuse = tvm.relax.transform.FuseTransposeMatmul()
+    modules = {key: fuse(mod) for key, mod in
+               {"forward": forward_mod, "loss": training.loss, "update": training.update}.items()}
     tuning_dir, tuning_summary = None, None
     if tune_trials:
         modules, tuning_dir, tuning_summary = _tune(modules, spec, tune_trials, tuning_db)

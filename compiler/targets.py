@@ -15,6 +15,8 @@ from typing import Any, Callable
 import tvm
 from tvm.target import codegen
 
+from device_runtime.bundle import CPU_FEATURE_FLAGS
+
 ARM64_LINUX_CC = "aarch64-linux-gnu-gcc"
 NDK_ENV = "TVM_NDK_CC"
 ELF_MACHINE_AARCH64 = 183
@@ -42,8 +44,13 @@ class TargetSpec:
             config["num-cores"] = os.cpu_count() or 1
         return tvm.target.Target(config)
 
-    def manifest_entry(self) -> dict[str, str]:
-        return {"name": self.name, "triple": self.triple, "mcpu": self.mcpu}
+    def manifest_entry(self) -> dict[str, Any]:
+        return {"name": self.name, "triple": self.triple, "mcpu": self.mcpu, "features": self.cpu_features()}
+
+    def cpu_features(self) -> list[str]:
+        """The instruction-set features LLVM may emit for this mcpu and mattr that the device can
+        check (device_runtime.bundle.CPU_FEATURE_FLAGS): a CPU without one is refused, not SIGILLed."""
+        return sorted(f for f in codegen.llvm_get_cpu_features(self.tvm_target()) if f in CPU_FEATURE_FLAGS)
 
     def elf_machine(self) -> int:
         """The ELF e_machine every shared object of this target must carry."""

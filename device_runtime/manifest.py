@@ -29,7 +29,7 @@ class Manifest:
     """The fields of `manifest.json`, one attribute each, in the order they are written."""
 
     model: str  # a name for people (the model class or recipe); nothing branches on it
-    target: dict[str, str]
+    target: dict[str, Any]  # name, triple, mcpu, features (LLVM names the code may use; absent: unknown)
     tvm_version: str
     cut_layer: str
     input: dict[str, Any]  # name, dtype, shape ([null, ...]: null is free), token_range for ids
@@ -42,7 +42,7 @@ class Manifest:
     modules: dict[str, str]
     labels_file: str
     files: dict[str, str] = dataclasses.field(default_factory=dict)
-    tokenizer: dict[str, Any] | None = None  # vocab_file, pattern, lowercase, pad, unk
+    tokenizer: dict[str, Any] | None = None  # vocab_file, vocab_sha256, pattern, lowercase, pad, unk
     augmentation: str | None = None  # "images", "text" or None
     synonyms_file: str | None = None  # the text augmentation's synonym table
     seed: int = 0  # of the verification inputs
@@ -95,6 +95,9 @@ def check_fields(m: Manifest) -> None:
         raise ValueError(f"manifest format_version is {m.format_version!r}; this runtime reads {FORMAT_VERSION}")
     if m.target.get("name") not in TARGET_NAMES or not m.target.get("triple"):
         raise ValueError(f"manifest target {m.target!r} needs a name in {TARGET_NAMES} and a triple")
+    features = m.target.get("features", [])
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise ValueError(f"manifest target features {features!r} must be a list of feature names")
     if m.optimizer.get("name") not in OPTIMIZERS:
         raise ValueError(f"manifest optimizer {m.optimizer!r} needs a name in {OPTIMIZERS}")
     if sorted(m.modules) != sorted(MODULE_KEYS):
@@ -115,13 +118,20 @@ def check_fields(m: Manifest) -> None:
         raise ValueError("manifest augmentation 'text' needs a tokenizer")
     if m.tokenizer is not None and not isinstance(m.tokenizer.get("vocab_file"), str):
         raise ValueError(f"manifest tokenizer {m.tokenizer!r} needs a vocab_file")
+    if m.tokenizer is not None and "vocab_sha256" in m.tokenizer and not is_sha256(m.tokenizer["vocab_sha256"]):
+        raise ValueError(f"manifest tokenizer vocab_sha256 {m.tokenizer['vocab_sha256']!r} is not a sha256 hex digest")
     if not m.forward_functions:
         raise ValueError("manifest lists no forward_functions")
     if m.train_batch < 1 or m.num_classes < 1:
         raise ValueError(f"manifest train_batch {m.train_batch} and num_classes {m.num_classes} must be >= 1")
-    for name in m.referenced_files():
+    for name in [*m.referenced_files(), *m.files]:
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise ValueError(f"manifest names file {name!r} outside the bundle")
+
+
+def is_sha256(value: Any) -> bool:
+    """Whether `value` is a sha256 hex digest as this package writes them (64 lower-case hex)."""
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def sample_input(spec: dict[str, Any], shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:

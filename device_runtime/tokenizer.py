@@ -7,6 +7,7 @@ on, with no cloud-side import. The cloud's corpus code tokenizes through `words`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +19,12 @@ PAD, UNK = "<pad>", "<unk>"
 # every other character (punctuation, dashes, quotes) separates words and is dropped.
 WORD_PATTERN = r"[a-z0-9]+(?:['\-][a-z0-9]+)*"
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'"})
+
+
+def vocab_sha256(tokens: Sequence[str]) -> str:
+    """The sha256 of a vocabulary as `vocab.txt` holds it (one token a line): what ties token ids
+    made on the cloud to the bundle whose vocabulary they index."""
+    return hashlib.sha256("".join(f"{t}\n" for t in tokens).encode("utf-8")).hexdigest()
 
 
 def words(text: str, pattern: str = WORD_PATTERN, lowercase: bool = True) -> list[str]:
@@ -62,8 +69,8 @@ class Tokenizer:
         return np.concatenate([np.zeros(length - len(ids), np.int64), ids])
 
     def manifest_entry(self, vocab_file: str) -> dict[str, Any]:
-        return {"vocab_file": vocab_file, "pattern": self.pattern, "lowercase": self.lowercase,
-                "pad": PAD, "unk": UNK}
+        return {"vocab_file": vocab_file, "vocab_sha256": vocab_sha256(self.vocab), "pattern": self.pattern,
+                "lowercase": self.lowercase, "pad": PAD, "unk": UNK}
 
     @classmethod
     def from_manifest(cls, entry: dict[str, Any], vocab: list[str]) -> "Tokenizer":

@@ -1,7 +1,9 @@
-"""The user's own data on the device: an .npz with `x`, `y` (and optionally `test_x`, `test_y`).
+"""The user's own data on the device: an .npz with `x`, `y` (and optionally `test_x`, `test_y`,
+and for token ids `vocab_sha256`, the vocabulary they index).
 
 Already in model-input form (ARCHITECTURE.md, "Per-user data on the device"); every array is
-checked against the bundle here, so training never meets a bad sample halfway through an epoch.
+checked against the bundle here, so training never meets a bad sample halfway through an epoch,
+nor learns from ids of another vocabulary (in range, so no other check would see them).
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import numpy as np
 
 from device_runtime.files import read_npz
 from device_runtime.guards import check_labels
-from device_runtime.manifest import sha256_file
+from device_runtime.manifest import is_sha256, sha256_file
 from device_runtime.model import DeviceModel
+from device_runtime.tokenizer import vocab_sha256
 
 
 @dataclasses.dataclass
@@ -36,6 +39,8 @@ def load_user_data(path: str | Path, model: DeviceModel) -> UserData:
             raise ValueError(f"user data {path} lacks the array {key!r} (has: {', '.join(sorted(arrays)) or 'none'})")
     if ("test_x" in arrays) != ("test_y" in arrays):
         raise ValueError(f"user data {path} must have both test_x and test_y or neither")
+    if "vocab_sha256" in arrays:
+        check_vocabulary(path, arrays["vocab_sha256"], model)
     pairs = [("x", "y")] + ([("test_x", "test_y")] if "test_x" in arrays else [])
     for xk, yk in pairs:
         model.check(arrays[xk], what=f"{path.name}:{xk}")
@@ -43,3 +48,14 @@ def load_user_data(path: str | Path, model: DeviceModel) -> UserData:
         if arrays[yk].shape != (len(arrays[xk]),):
             raise ValueError(f"{path.name}: {yk} has shape {list(arrays[yk].shape)}, expected [{len(arrays[xk])}]")
     return UserData(arrays["x"], arrays["y"], arrays.get("test_x"), arrays.get("test_y"), sha256_file(path))
+
+
+def check_vocabulary(path: Path, recorded: np.ndarray, model: DeviceModel) -> None:
+    """Refuses token ids made with a vocabulary other than the bundle's (named by its sha256)."""
+    theirs = str(recorded) if recorded.shape == () and recorded.dtype.kind == "U" else None
+    if not is_sha256(theirs):
+        raise ValueError(f"user data {path}: vocab_sha256 must be one sha256 hex string, got {recorded!r}")
+    ours = vocab_sha256(model.bundle.tokenizer.vocab) if model.manifest.tokenizer is not None else None
+    if theirs != ours:
+        raise ValueError(f"user data {path} was made with another vocabulary (sha256 {theirs}), not this "
+                         f"bundle's ({ours or 'the bundle has none'})")

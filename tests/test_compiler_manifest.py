@@ -107,5 +107,29 @@ def test_bad_manifests_are_refused_with_the_reason(tmp_path):
         sample_manifest(**text_changes(tokenizer=None))
     with pytest.raises(ValueError, match="needs a vocab_file"):
         sample_manifest(**text_changes(tokenizer={"pattern": "[a-z]+"}))
-    with pytest.raises(ValueError, match="outside the bundle"):
-        sample_manifest(labels_file="../labels.txt")
+    with pytest.raises(ValueError, match="target features 'avx2' must be a list"):
+        sample_manifest(target={"name": "host", "triple": "x86_64-pc-linux-gnu", "features": "avx2"})
+    with pytest.raises(ValueError, match="vocab_sha256 'abc' is not a sha256"):
+        sample_manifest(**text_changes(tokenizer={**text_changes()["tokenizer"], "vocab_sha256": "abc"}))
+
+
+@pytest.mark.parametrize("outside", ["../x", "/etc/x", "sub/../../x"])
+@pytest.mark.parametrize("field", ["modules", "labels_file", "vocab_file", "synonyms_file", "files"])
+def test_file_names_outside_the_bundle_are_refused(tmp_path, field, outside):
+    """Every name the manifest gives a file, `files` keys too: the device must never read outside."""
+    fields = text_changes()
+    if field == "modules":
+        fields["modules"] = {"forward": outside, "loss": "loss.so", "update": "update.so"}
+    elif field == "vocab_file":
+        fields["tokenizer"] = {**fields["tokenizer"], "vocab_file": outside}
+    elif field == "files":
+        fields["files"] = {"vocab.txt": "0" * 64, outside: "0" * 64}
+    else:
+        fields[field] = outside
+    with pytest.raises(ValueError, match=f"names file '{outside}' outside the bundle"):
+        sample_manifest(**fields)
+    data = {**sample_manifest(**text_changes()).to_json(), **fields}
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="outside the bundle"):  # as the device reads it
+        read_manifest(tmp_path)
+    sample_manifest(**text_changes(files={"vocab.txt": "0" * 64, "tuning/a..b.json": "0" * 64}))  # '..' in a name is fine

@@ -1,23 +1,42 @@
 """compiler/targets.py: target specs, the NDK requirement, the ELF machine check."""
 from __future__ import annotations
 
+import platform
+
 import pytest
 from tvm.target import codegen
 
-from compiler.targets import ELF_MACHINE_AARCH64, NDK_ENV, check_elf_machine, linker_for, resolve_target
+from compiler.targets import (ELF_MACHINE_AARCH64, NDK_ENV, TargetSpec, check_elf_machine, linker_for,
+                              resolve_target)
+from device_runtime.bundle import CPU_FEATURE_FLAGS, cpu_flags, missing_cpu_features
 
 
 def test_host_target_uses_the_detected_cpu():
     spec = resolve_target("host")
     assert spec.mcpu != "generic" and codegen.llvm_is_valid_cpu(spec.mcpu, spec.triple)
     assert spec.tvm_target().attrs["mcpu"] == spec.mcpu
-    assert spec.manifest_entry() == {"name": "host", "triple": spec.triple, "mcpu": spec.mcpu}
+    assert spec.manifest_entry() == {"name": "host", "triple": spec.triple, "mcpu": spec.mcpu,
+                                     "features": spec.cpu_features()}
+
+
+def test_host_target_records_the_cpu_features_its_code_may_use():
+    """LLVM's features of the host mcpu, only those the device can check, all present on this CPU."""
+    features = resolve_target("host").cpu_features()
+    assert features == sorted(features) and set(features) <= set(CPU_FEATURE_FLAGS)
+    assert set(features) <= set(codegen.llvm_get_cpu_features(resolve_target("host").tvm_target()))
+    if platform.machine() == "x86_64":
+        assert {"sse", "sse2"} <= set(features)
+    assert missing_cpu_features(features, cpu_flags()) == []
+    generic = TargetSpec("host", resolve_target("host").triple, "generic")
+    assert set(generic.cpu_features()) < set(features)  # a generic CPU promises less than this one
 
 
 def test_arm64_targets():
     assert resolve_target("linux-arm64").triple == "aarch64-linux-gnu"
     assert resolve_target("android-arm64").tvm_target().attrs["mtriple"] == "aarch64-linux-android"
     assert resolve_target("linux-arm64").elf_machine() == ELF_MACHINE_AARCH64
+    for name in ("linux-arm64", "android-arm64"):  # generic +neon: what every arm64 Linux kernel reports
+        assert resolve_target(name).manifest_entry()["features"] == ["fp-armv8", "neon"]
 
 
 def test_unknown_target_and_missing_ndk_are_named(monkeypatch):
@@ -59,7 +78,7 @@ def test_android_bundle_links_through_the_ndk_compiler_and_the_host_refuses_it(t
     out = compile_bundle(tiny_nwp_model(), out=tmp_path / "android", **tiny_nwp_inputs((4,)),
                          target="android-arm64", train_batch=TINY_TRAIN_BATCH)
     manifest = read_manifest(out)
-    assert manifest.target["triple"] == "aarch64-linux-android"
+    assert manifest.target["triple"] == "aarch64-linux-android" and manifest.target["features"] == ["fp-armv8", "neon"]
     assert len(calls.read_text().splitlines()) == len(manifest.modules)  # every module linked by the NDK
     for module in manifest.modules.values():
         check_elf_machine(out / module, ELF_MACHINE_AARCH64)

@@ -1,7 +1,8 @@
 """One user's data in model-input form, the `.npz` a device learns from (ARCHITECTURE.md).
 
 Keys `x`, `y`, `test_x`, `test_y`: for `nwp`, int64 token ids [n, seq_len] against the
-bundle's vocabulary (left-padded contexts) and int64 next-word ids; for `image`, float32
+bundle's vocabulary (left-padded contexts) and int64 next-word ids, and `vocab_sha256` (a
+string) naming that vocabulary, so a device refuses ids of another; for `image`, float32
 [n, 1, 28, 28] in [0, 1] and int64 class ids.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from cloud_pretrain.data.text import Vocabulary, next_word_examples
 from cloud_pretrain.data.users import ImageUser, User
+from device_runtime.tokenizer import vocab_sha256
 
 
 def model_inputs(user: User, vocab: Vocabulary | None = None, seq_len: int = 10) -> dict[str, np.ndarray]:
@@ -38,8 +40,10 @@ def image_inputs(images: np.ndarray) -> np.ndarray:
 
 def export_user(user: User, out: str | os.PathLike, vocab: Vocabulary | None = None,
                 seq_len: int = 10) -> pathlib.Path:
-    """Writes `model_inputs(user, ...)` to `out` (.npz) and returns its path."""
+    """Writes `model_inputs(user, ...)` and, for token ids, their vocabulary's sha256 to `out` (.npz)."""
     arrays = model_inputs(user, vocab, seq_len)
+    if vocab is not None and not isinstance(user, ImageUser):
+        arrays["vocab_sha256"] = np.array(vocab_sha256(vocab.tokens))
     if len(arrays["y"]) == 0:
         raise ValueError(f"user {user.id!r} has no training examples to export")
     out = pathlib.Path(out)
