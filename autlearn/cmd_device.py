@@ -127,8 +127,10 @@ def register(tree: CommandTree) -> None:
     window.add_argument("--window-seconds", type=float, help="seconds per training window")
     p.add_argument("--max-windows", type=int, help="windows this invocation may use (default: until done)")
     p.add_argument("--checkpoint-every", type=int, default=50, help="updates between atomic checkpoints")
-    p.add_argument("--policy", choices=("always", "linux", "android"), default="always",
-                   help="when the device may train (charging, screen off)")
+    p.add_argument("--policy", choices=("auto", "always", "linux", "android"), default="auto",
+                   help="when the device may train (charging, screen off; an unknown state forbids): auto picks "
+                        "android on Android, linux (sysfs) where /sys/class/power_supply shows a battery, "
+                        "else always")
     p.add_argument("--augment-ratio", type=float, default=1.0, help="augmented copies per sample, at most 1")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_offline)

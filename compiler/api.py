@@ -26,6 +26,7 @@ from tqdm import tqdm
 from compiler.bundle import check_replaceable, write_bundle, write_npz
 from compiler.importer import ImportedFunction, merge_mains
 from compiler.parts import ForwardShape, InputSpec, PartsRequest, input_spec
+from compiler.schedules import schedule_module
 from compiler.split import embedding_rows, export_graph, program_module
 from compiler.targets import TargetSpec, linker_for, resolve_target
 from compiler.training import optimizer_config
@@ -114,6 +115,7 @@ def compile_bundle(model: Model, example_input: Any, out: str | Path, *, labels:
     tuning_dir, tuning_summary = None, None
     if tune_trials:
         modules, tuning_dir, tuning_summary = _tune(modules, spec, tune_trials, tuning_db)
+    modules = {key: schedule_module(mod) for key, mod in modules.items()}  # what tuning left naive
     frozen_names, trainable_names = parts.frozen_names, parts.trainable_names
     trainable_values = [parts.values[n] for n in trainable_names]
     frozen_values = [parts.values[n] for n in frozen_names]

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
+import pytest
 
 from autlearn.cli import main
+from device_runtime.tokenizer import vocab_sha256
 
 LEAF = pathlib.Path(__file__).parent / "fixtures" / "leaf"
 
@@ -49,14 +52,41 @@ def test_export_user_writes_model_inputs(tmp_path, capsys):
     assert main(["data", "export-user", "--task", "nwp", "--leaf", str(LEAF / "sent140"), "--user", "bob_t",
                  "--out", str(out), "--vocab", str(vocab), "--seq-len", "6"]) == 0
     with np.load(out) as arrays:
-        assert sorted(arrays) == ["test_x", "test_y", "x", "y"]
+        assert sorted(arrays) == ["test_x", "test_y", "vocab_sha256", "x", "y"]
         assert arrays["x"].shape == (17, 6) and arrays["x"].dtype == np.int64
+        assert str(arrays["vocab_sha256"]) == vocab_sha256(["<pad>", "<unk>", "the", "match"])
     image_out = tmp_path / "writer.npz"
     assert main(["data", "export-user", "--task", "image", "--leaf", str(LEAF / "femnist"), "--user",
-                 "f0001_writer", "--out", str(image_out)]) == 0
-    with np.load(image_out) as arrays:
+                 "f0001_writer", "--out", str(image_out), "--vocab", str(vocab)]) == 0
+    with np.load(image_out) as arrays:  # images index no vocabulary, whatever --vocab says
+        assert sorted(arrays) == ["test_x", "test_y", "x", "y"]
         assert arrays["x"].shape == (3, 1, 28, 28) and arrays["x"].dtype == np.float32
         assert 0 <= arrays["x"].min() and arrays["x"].max() <= 1
+
+
+def test_export_user_with_the_bundles_vocabulary_loads_on_that_bundle(tiny_nwp_bundle, tmp_path, capsys):
+    """--bundle takes the bundle's own vocab.txt, so the shard names it and the device accepts it;
+    made with another vocabulary, the same user is refused."""
+    from device_runtime.bundle import load_bundle
+    from device_runtime.model import DeviceModel
+    from device_runtime.userdata import load_user_data
+
+    model = DeviceModel(load_bundle(tiny_nwp_bundle))
+    export = ["data", "export-user", "--task", "nwp", "--leaf", str(LEAF / "sent140"), "--user", "bob_t",
+              "--seq-len", "6"]
+    assert main(export + ["--bundle", str(tiny_nwp_bundle), "--out", str(tmp_path / "bob.npz")]) == 0
+    data = load_user_data(tmp_path / "bob.npz", model)
+    assert data.x.shape == (17, 6) and data.test_x.shape == (3, 6)
+    (tmp_path / "vocab.txt").write_text("<pad>\n<unk>\nthe\nmatch\n")
+    assert main(export + ["--vocab", str(tmp_path / "vocab.txt"), "--out", str(tmp_path / "other.npz")]) == 0
+    with pytest.raises(ValueError, match="made with another vocabulary"):
+        load_user_data(tmp_path / "other.npz", model)
+
+    no_text = shutil.copytree(tiny_nwp_bundle, tmp_path / "no-text")
+    manifest = json.loads((no_text / "manifest.json").read_text())
+    (no_text / "manifest.json").write_text(json.dumps({**manifest, "tokenizer": None, "augmentation": None}))
+    assert main(export + ["--bundle", str(no_text), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "has no tokenizer" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
 
 
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys):

@@ -7,7 +7,8 @@ import pytest
 
 from cloud_pretrain.data.paths import python_package_data
 from cloud_pretrain.data.shakespeare import parse_play, plays_dir, shakespeare_users
-from cloud_pretrain.data.users import TextUser, find_user, split_in_order, summary, top_users
+from cloud_pretrain.data.text import count_next_word_examples, tokenize
+from cloud_pretrain.data.users import TextUser, find_user, split_in_order, split_on_samples, summary, top_users
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +30,43 @@ def test_speech_lines_have_no_stage_directions_or_markup(users):
     assert not [line for line in lines if any(mark in line for mark in "_*[]\\#")]
 
 
-def test_each_users_lines_split_in_order_without_overlap(users):
+def examples(lines) -> int:
+    return count_next_word_examples([tokenize(line) for line in lines])
+
+
+def test_each_users_lines_split_in_order_on_next_word_examples(users):
     hamlet_lines = parse_play(plays_dir() / "tragedies" / "hamlet.md")["HAMLET"]
     hamlet = find_user(users, "hamlet:HAMLET")
-    assert list(hamlet.train + hamlet.test) == hamlet_lines
-    assert len(hamlet.test) == len(hamlet_lines) // 5
+    total = examples(hamlet_lines)
+    assert examples(hamlet.test) == total // 5 and examples(hamlet.train) == total - total // 5
+    cut = len(hamlet.train) - 1  # the line the cut falls in: its word there ends train and starts test
+    assert list(hamlet.train[:cut]) == hamlet_lines[:cut] and list(hamlet.test[1:]) == hamlet_lines[cut + 1:]
+    assert tokenize(hamlet.train[cut])[:-1] + tokenize(hamlet.test[0]) == tokenize(hamlet_lines[cut])
     assert split_in_order(list(range(10)), 0.2) == ([0, 1, 2, 3, 4, 5, 6, 7], [8, 9])
     with pytest.raises(ValueError, match="test fraction"):
         split_in_order([1], 1.0)
+
+
+def test_every_speaker_with_two_examples_has_test_data(users):
+    speakers = parse_play(plays_dir() / "tragedies" / "macbeth.md")
+    few_lines = [user for user in users if user.id.startswith("macbeth:") and len(speakers[user.id[8:]]) < 5]
+    assert len(few_lines) >= 5  # a split on lines would give these no test line
+    for user in users:
+        total = examples(user.train + user.test)
+        assert examples(user.test) >= (1 if total >= 2 else 0) and examples(user.train) >= total - examples(user.test)
+
+
+def test_a_speaker_of_one_line_still_gets_a_test_example(tmp_path):
+    (tmp_path / "scene.md").write_text("# Act 1\n\n**MACBETH**\n\nSo foul and fair a day I have not seen.\n\n"
+                                       "**BANQUO**\n\nHow far is't\n\n**SEYTON**\n\nAy.\n")
+    macbeth, banquo, seyton = shakespeare_users(tmp_path)
+    assert (macbeth.train, macbeth.test) == (("So foul and fair a day I have not",), ("not seen.",))
+    assert (banquo.train, banquo.test) == (("How far",), ("far is't",))
+    assert (seyton.train, seyton.test) == (("Ay.",), ())  # one word: no example to test on
+    assert split_on_samples(["a b c", "x"], 0.2) == (("a b",), ("b c", "x"))
+    assert split_on_samples(["a b c d e f"], 0.0) == (("a b c d e f",), ())
+    with pytest.raises(ValueError, match="test fraction"):
+        split_on_samples(["a b"], 1.0)
 
 
 def test_users_are_non_iid_in_their_words(users):

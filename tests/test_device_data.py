@@ -11,6 +11,7 @@ import pytest
 
 from device_runtime.bundle import load_bundle
 from device_runtime.model import DeviceModel
+from device_runtime.tokenizer import vocab_sha256
 from device_runtime.userdata import load_user_data
 
 
@@ -34,6 +35,23 @@ def model(tiny_nwp_bundle):
 def test_loads_and_hashes(model, tmp_path, tiny_nwp_bundle):
     data = load_user_data(write_nwp_user(tiny_nwp_bundle, tmp_path / "u.npz", n=20, n_test=5), model)
     assert data.x.shape[0] == 20 and data.test_x.shape[0] == 5 and len(data.sha256) == 64
+
+
+def test_token_ids_of_another_vocabulary_are_refused(model, tmp_path, tiny_nwp_bundle):
+    """Ids of another vocabulary lie in range and would train silently: the shard's vocab_sha256 tells."""
+    path = write_nwp_user(tiny_nwp_bundle, tmp_path / "u.npz", n=8, n_test=0)
+    with np.load(path) as arrays:
+        arrays = dict(arrays)
+    np.savez(path, **arrays, vocab_sha256=np.array(vocab_sha256(model.bundle.tokenizer.vocab)))
+    assert load_user_data(path, model).x.shape == (8, 6)
+    other = vocab_sha256(["<pad>", "<unk>", "another"])
+    np.savez(path, **arrays, vocab_sha256=np.array(other))
+    with pytest.raises(ValueError, match=f"made with another vocabulary \\(sha256 {other}\\), not this bundle's "
+                                         f"\\({model.manifest.tokenizer['vocab_sha256']}\\)"):
+        load_user_data(path, model)
+    np.savez(path, **arrays, vocab_sha256=np.array([other]))
+    with pytest.raises(ValueError, match="vocab_sha256 must be one sha256 hex string"):
+        load_user_data(path, model)
 
 
 @pytest.mark.parametrize("arrays, message", [

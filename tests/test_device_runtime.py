@@ -5,7 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from device_runtime.bundle import device_triple, load_bundle, triple_runs_here
+from device_runtime.bundle import (CPU_FEATURE_FLAGS, cpu_flags, device_triple, load_bundle, missing_cpu_features,
+                                   triple_runs_here, verify_bundle)
 from device_runtime.learner import Learner
 from device_runtime.model import DeviceModel
 
@@ -27,12 +28,18 @@ def edit_manifest(root, **changes):
     path.write_text(json.dumps(data))
 
 
+def read_target(root):
+    return json.loads((root / "manifest.json").read_text())["target"]
+
+
 def test_bundle_loads_with_tvm_tensors(bundle):
     manifest = bundle.manifest
     assert manifest.model == "NextWordLSTM" and len(bundle.labels) == manifest.num_classes
     assert manifest.input == {"name": "x", "dtype": "int64", "shape": [None, None], "token_range": 40}
     assert manifest.labels_file == "vocab.txt" and manifest.next_token and manifest.token_range == 40
     assert bundle.labels == bundle.tokenizer.vocab and bundle.labels[:2] == ["<pad>", "<unk>"]
+    assert manifest.tokenizer["vocab_sha256"] == manifest.files["vocab.txt"]  # the sha256 of vocab.txt itself
+    assert manifest.target["features"] and not missing_cpu_features(manifest.target["features"], cpu_flags())
     assert [tuple(t.shape) for t in bundle.trainable] == [(40, 16), (40,)]
     assert type(bundle.trainable[0]).__module__.startswith("tvm")
 
@@ -61,6 +68,41 @@ def test_format_version_and_target_are_checked(copy):
                   target={"name": "android-arm64", "triple": "aarch64-linux-android", "mcpu": "generic"})
     with pytest.raises(ValueError, match=f"targets aarch64-linux-android .* this device is {device_triple()}"):
         load_bundle(copy)
+
+
+def test_a_bundle_needing_cpu_features_this_cpu_lacks_is_refused(copy):
+    """Refused with the missing features named, where running it would die of SIGILL."""
+    flags = cpu_flags()
+    assert flags, "this CPU's /proc/cpuinfo lists no flags"
+    lacking = next(f for f, flag in CPU_FEATURE_FLAGS.items() if flag not in flags)
+    target = read_target(copy)
+    edit_manifest(copy, target={**target, "features": [*target["features"], lacking]})
+    with pytest.raises(ValueError, match=f"bundle code needs {lacking}, this CPU lacks it$"):
+        verify_bundle(copy)
+    edit_manifest(copy, target={k: v for k, v in target.items() if k != "features"})  # nothing known: not refused
+    assert load_bundle(copy).manifest.target == {k: v for k, v in target.items() if k != "features"}
+
+
+def test_cpu_flags_are_read_as_linux_names_them(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu sse sse2 avx2\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 48.00\nFeatures\t: fp asimd aes crc32 atomics asimddp\n")
+    assert cpu_flags(x86) == {"fpu", "sse", "sse2", "avx2"}  # common to every core
+    assert cpu_flags(arm) == {"fp", "asimd", "aes", "crc32", "atomics", "asimddp"}
+    (tmp_path / "none").write_text("processor\t: 0\n")
+    assert cpu_flags(tmp_path / "none") is None and cpu_flags(tmp_path / "missing") is None
+    assert missing_cpu_features(["sse2", "avx2", "fma", "avx512f"], cpu_flags(x86)) == ["fma", "avx512f"]
+    assert missing_cpu_features(["neon", "dotprod", "sve", "i8mm"], cpu_flags(arm)) == ["sve", "i8mm"]
+    assert missing_cpu_features(["avx512f", "some-future-isa"], None) == []  # unknown CPU: nothing to say
+    assert missing_cpu_features(["some-future-isa"], set()) == []  # no flag known for it
+
+
+def test_a_manifest_vocab_sha256_other_than_its_vocab_file_is_refused(copy):
+    tokenizer = json.loads((copy / "manifest.json").read_text())["tokenizer"]
+    edit_manifest(copy, tokenizer={**tokenizer, "vocab_sha256": "0" * 64})
+    with pytest.raises(ValueError, match="vocab.txt has sha256 [0-9a-f]{64}; the manifest's tokenizer says 0{64}"):
+        load_bundle(copy).tokenizer
 
 
 def test_no_bundle_is_a_clear_error(tmp_path):

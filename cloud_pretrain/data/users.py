@@ -5,8 +5,10 @@ the test part is what comes after what the model learns from, never a shuffle of
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
+import itertools
 import math
 from collections.abc import Sequence
 from typing import TypeVar
@@ -28,6 +30,40 @@ def split_in_order(items: Sequence[T], test_fraction: float = TEST_FRACTION) -> 
         raise ValueError(f"test fraction must be in [0, 1), got {test_fraction}")
     cut = len(items) - math.floor(len(items) * test_fraction)
     return items[:cut], items[cut:]
+
+
+def split_on_samples(lines: Sequence[str],
+                     test_fraction: float = TEST_FRACTION) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Text lines split in order so the test part holds the last `test_fraction` of the next-word
+    examples, at least one of two or more (as LEAF splits by sample): a speaker of a line or two
+    still has test data, which a split on lines would leave without.
+
+    The line the cut falls in is cut between words: the word there is the last target of the
+    train half and the first context of the test half, so no example is lost or in both (unless
+    the cut falls in a piece of several words without a space, like `me--O`: those words count
+    on both sides).
+    """
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test fraction must be in [0, 1), got {test_fraction}")
+    examples = [count_next_word_examples([tokenize(line)]) for line in lines]
+    total = sum(examples)
+    want = max(1, math.floor(total * test_fraction)) if total >= 2 and test_fraction > 0 else 0
+    cut = len(lines)
+    while want and examples[cut - 1] <= want:  # whole lines from the end
+        cut -= 1
+        want -= examples[cut]
+    if not want:
+        return tuple(lines[:cut]), tuple(lines[cut:])
+    head, tail = _cut_line(lines[cut - 1], examples[cut - 1] + 1 - want)
+    return (*lines[:cut - 1], head), (tail, *lines[cut:])
+
+
+def _cut_line(line: str, keep: int) -> tuple[str, str]:
+    """`line` up to its `keep`-th word, and from that word on (cut where it has spaces)."""
+    pieces = line.split()
+    words = list(itertools.accumulate(len(tokenize(piece)) for piece in pieces))
+    at = bisect.bisect_left(words, keep)
+    return " ".join(pieces[:at + 1]), " ".join(pieces[at:])
 
 
 @dataclasses.dataclass(frozen=True)
