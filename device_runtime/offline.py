@@ -195,7 +195,7 @@ class OfflineRun:
             if self.progress.step % cfg.checkpoint_every == 0:
                 self._checkpoint()
                 if not self.policy.may_train():
-                    self.progress.stopped_because = "policy: the device may not train now"
+                    self.progress.stopped_because = f"policy: {self.policy.reason or 'the device may not train now'}"
                     break
         self.progress.windows += 1
 
@@ -208,7 +208,7 @@ class OfflineRun:
                 self.progress.stopped_because = f"used the {windows_here} window(s) allowed for this run"
                 break
             if not self.policy.may_train():
-                self.progress.stopped_because = "policy: the device may not train now"
+                self.progress.stopped_because = f"policy: {self.policy.reason or 'the device may not train now'}"
                 break
             self._window()
             windows_here += 1

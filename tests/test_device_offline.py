@@ -76,7 +76,7 @@ def test_policy_pauses_and_resumes(tiny_nwp_bundle, user, tmp_path):
     policy = TrainingPolicy(LinuxSysfsProvider(supply, tmp_path / "no_backlight"))
     config = OfflineConfig(epochs=1, augment_ratio=0)
     status = OfflineRun(tiny_nwp_bundle, user, tmp_path / "s", config, policy).run()
-    assert status["step"] == 0 and status["stopped_because"].startswith("policy")
+    assert status["step"] == 0 and status["stopped_because"] == "policy: not charging"
     (supply / "BAT0" / "status").write_text("Charging\n")
     status = OfflineRun(tiny_nwp_bundle, user, tmp_path / "s", config, policy).run()
     assert status["finished"] and status["step"] == 16
