@@ -8,14 +8,16 @@ the FC over 10,002 words alone took 80% of the nwp update. Two rules, for kernel
   across lanes, and the outer spatial loop is parallel;
 - any other kernel whose output's innermost axis is spatial (elementwise ops, the weight
   gradient `dY.T @ X`): that axis becomes the innermost loop, vectorised when the vector width
-  divides it, and the outermost loop is parallel when it is spatial.
-Kernels MetaSchedule already scheduled and kernels of several blocks are left as they are.
+  divides it, and the outermost loop is parallel when it is spatial;
+- a kernel of several loop nests (log_softmax: max, sum, output): each nest's outermost loop
+  parallel where it is spatial.
+Kernels MetaSchedule already scheduled are left as they are.
 """
 from __future__ import annotations
 
 import tvm
 from tvm import relax
-from tvm.s_tir import Schedule
+from tvm.s_tir.schedule import LoopRV, SBlockRV, Schedule
 
 VECTOR_LANES = 8  # fp32 lanes of AVX2 (and two NEON registers); 16 measured slower on AVX-512
 OUTER_TILE = 16  # output columns per parallel task
@@ -34,7 +36,7 @@ def schedule_module(mod: tvm.IRModule) -> tvm.IRModule:
 
 def _first_rule(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
     """The first rule's schedule of `func`; a rule the schedule refuses leaves the kernel naive."""
-    for rule in (schedule_dot_product, schedule_spatial):
+    for rule in (schedule_dot_product, schedule_spatial, schedule_loop_nests):
         try:
             scheduled = rule(func)
         except (ValueError, RuntimeError):  # tvm_ffi raises these (InternalError is a RuntimeError)
@@ -44,7 +46,7 @@ def _first_rule(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
     return None
 
 
-def _is_dot_product(sch: Schedule, block: tvm.tirx.SBlockRV) -> bool:
+def _is_dot_product(sch: Schedule, block: SBlockRV) -> bool:
     """One reduction axis, last among the block's iterators, read as the last index of every input."""
     stmt = sch.get(block)
     iters = list(stmt.iter_vars)
@@ -108,6 +110,27 @@ def schedule_spatial(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
         outermost = outer if order[0] == position else outermost
     if stmt.iter_vars[order[0]].iter_type == tvm.tirx.IterVar.DataPar:
         sch.parallel(outermost)
+    return sch.mod["main"].with_attr("tir.is_scheduled", True)
+
+
+def schedule_loop_nests(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
+    """A kernel of several loop nests (log_softmax over the classes: max, sum, output) with the
+    outermost loop of each nest parallel where it is spatial; None if no nest has one."""
+    sch = Schedule(func)
+    if not _has_root(sch):
+        return None
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    outermost: list[LoopRV] = []
+    for block in blocks:
+        loops = sch.get_loops(block)
+        stmt = sch.get(block)
+        if (loops and len(loops) == len(stmt.iter_vars) and stmt.iter_vars[0].iter_type == tvm.tirx.IterVar.DataPar
+                and not any(sch.get(loops[0]).same_as(sch.get(seen)) for seen in outermost)):
+            outermost.append(loops[0])
+    if len(blocks) < 2 or not outermost:
+        return None
+    for loop in outermost:
+        sch.parallel(loop)
     return sch.mod["main"].with_attr("tir.is_scheduled", True)
 
 
