@@ -24,7 +24,7 @@ OUTER_TILE = 16  # output columns per parallel task
 
 
 def schedule_module(mod: tvm.IRModule) -> tvm.IRModule:
-    """The module legalized, with every unscheduled dot-product kernel scheduled."""
+    """The module legalized, with every kernel no tuning scheduled given the first rule that fits."""
     mod = relax.transform.LegalizeOps()(mod)
     out = tvm.IRModule(attrs=mod.attrs)
     for gvar, func in mod.functions.items():
