@@ -7,6 +7,8 @@ the rollback is counted, so one bad batch never poisons the model.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +34,11 @@ class Learner:
         self.steps = 0
         self.rollbacks = 0
 
+    @functools.cached_property
+    def _update(self) -> Any:
+        """update.so's `update`, looked up once, at the first step (inference never loads it)."""
+        return self.model.bundle.vm("update")["update"]
+
     def step(self, cut: np.ndarray, labels: np.ndarray) -> StepResult:
         """One update from a batch of cut activations [train_batch, ...] and their labels."""
         import tvm
@@ -44,7 +51,7 @@ class Learner:
         labels = check_labels(labels, manifest.num_classes)
         if labels.shape != (self.batch,):
             raise ValueError(f"labels have shape {list(labels.shape)}; the update needs [{self.batch}]")
-        out = self.model.bundle.vm("update")["update"](tvm.runtime.tensor(np.ascontiguousarray(cut)), tvm.runtime.tensor(labels),
+        out = self._update(tvm.runtime.tensor(np.ascontiguousarray(cut)), tvm.runtime.tensor(labels),
                            *self.model.trainable, *self.model.optimizer_state)
         loss = float(out[0].numpy())
         new = list(out[1:])
