@@ -1,7 +1,8 @@
 """Writing the artifact bundle (ARCHITECTURE.md): modules, parameters, labels, manifest.
 
-The bundle is assembled in a sibling temporary directory and moved into place only when every
-file is written, so a failed compile never leaves a half bundle or destroys the previous one.
+The bundle is assembled in a sibling temporary directory and moved into place by one atomic
+rename (or exchange with the previous bundle) only when every file is written, so a failed or
+killed compile never leaves a half bundle or destroys the previous one.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device_runtime.files import replace_directory
 from device_runtime.manifest import MANIFEST_NAME, Manifest, write_manifest
 
 
@@ -43,14 +45,7 @@ def write_bundle(out: Path, manifest: Manifest, fill: Callable[[Path], None]) ->
     try:
         fill(tmp)
         write_manifest(tmp, manifest)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            old.rmdir()
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        replace_directory(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

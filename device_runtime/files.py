@@ -2,12 +2,16 @@
 
 Writes go to a temporary file in the same directory, fsynced, renamed over the old one and the
 directory fsynced: a reader sees the old content or the new, never a part. Reads turn a missing
-or malformed file into one error naming the file and what is wrong.
+or malformed file into one error naming the file and what is wrong. A full disk is one error
+naming the file, with the old content kept.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -16,8 +20,14 @@ from typing import Any
 import numpy as np
 
 
+class DiskFullError(RuntimeError):
+    """No space left to write a file; the file's previous content, if any, is intact."""
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` so that readers see the old content or the new, never a part."""
+    """Writes `data` to `path` so that readers see the old content or the new, never a part.
+
+    DiskFullError when the device has no room for it (the old content stays)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -27,12 +37,53 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = "its previous content is kept" if path.exists() else "nothing was written"
+            raise DiskFullError(f"no space left on the device to write {path} ({len(data)} bytes): {kept}; "
+                                "free some space and run again") from err
         raise
     for leftover in path.parent.glob(f".{path.name}.*.tmp"):  # from a writer killed mid-write
         leftover.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Swaps two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(a))
+
+
+def replace_directory(new: Path, dst: Path) -> None:
+    """Moves the directory `new` to `dst`, replacing a directory there, so that `dst` always holds
+    the old tree or the new: one rename, or one atomic exchange when `dst` exists (two renames
+    where the OS cannot exchange). `new` must be on `dst`'s filesystem."""
+    new, dst = Path(new), Path(dst)
+    if not dst.exists():
+        os.rename(new, dst)
+    elif _renameat2_exchange(new, dst):
+        shutil.rmtree(new)  # now the old tree
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
+        old.rmdir()
+        os.rename(dst, old)
+        os.rename(new, dst)
+        shutil.rmtree(old)
+    dir_fd = os.open(dst.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:

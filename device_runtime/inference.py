@@ -43,7 +43,7 @@ def infer_file(bundle_dir: str | Path, input_path: str | Path, *, state_dir: str
     probs /= probs.sum(axis=1, keepdims=True)
     best = np.argsort(-probs, axis=1)[:, :top]
     labels = model.bundle.labels
-    return {"params": used.describe(),
+    return {"params": used.describe(model.manifest.fingerprint),
             "predictions": [[{"id": int(c), "label": labels[c], "p": round(float(p[c]), 6)} for c in row]
                             for row, p in zip(best, probs)]}
 
@@ -55,4 +55,4 @@ def infer_text(bundle_dir: str | Path, text: str, *, state_dir: str | Path | Non
 
     model = DeviceModel(load_bundle(bundle_dir))
     used = load_learned(state_dir, Learner(model)) if state_dir is not None else LearnedState()
-    return {"params": used.describe(), "text": text, "suggestions": suggestions(model, text, top)}
+    return {"params": used.describe(model.manifest.fingerprint), "text": text, "suggestions": suggestions(model, text, top)}

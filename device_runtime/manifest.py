@@ -16,7 +16,7 @@ import numpy as np
 
 from device_runtime.files import read_json_object
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the manifest carries its fingerprint
 MANIFEST_NAME = "manifest.json"
 AUGMENTATIONS = ("images", "text")
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -46,6 +46,7 @@ class Manifest:
     augmentation: str | None = None  # "images", "text" or None
     synonyms_file: str | None = None  # the text augmentation's synonym table
     seed: int = 0  # of the verification inputs
+    fingerprint: str = ""  # sha256 of everything else in the manifest, files' sha256 included: the bundle's identity
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -61,6 +62,9 @@ class Manifest:
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"manifest format_version is {version!r}; this runtime reads {FORMAT_VERSION}")
+        if data.get("fingerprint") != manifest_fingerprint(data):
+            raise ValueError("manifest fingerprint does not match its content: the manifest was changed after "
+                             "the compiler wrote it")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -141,6 +145,13 @@ def sample_input(spec: dict[str, Any], shape: Sequence[int], rng: np.random.Gene
     return rng.random(tuple(shape), dtype=np.float32).astype(spec["dtype"], copy=False)
 
 
+def manifest_fingerprint(data: dict[str, Any]) -> str:
+    """sha256 of a manifest's JSON object without its `fingerprint`, keys sorted: it covers every
+    field and, through `files`, every byte of the bundle, so one changed byte anywhere is seen."""
+    body = {k: v for k, v in data.items() if k != "fingerprint"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in chunks (bundles hold large .so and .npz files)."""
     digest = hashlib.sha256()
@@ -165,9 +176,11 @@ def mismatched_files(root: Path, manifest: Manifest) -> list[str]:
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Path:
-    """Hashes every file under `root` into `manifest.files` and writes `root/manifest.json`."""
+    """Hashes every file under `root` into `manifest.files`, fingerprints the manifest and writes
+    `root/manifest.json`."""
     root = Path(root)
     manifest.files = hash_files(root)
+    manifest.fingerprint = manifest_fingerprint(manifest.to_json())
     path = root / MANIFEST_NAME
     path.write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
     return path

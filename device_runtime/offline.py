@@ -109,7 +109,7 @@ class OfflineRun:
         self.identity = {"data": self.data.sha256, "augment_ratio": config.augment_ratio, "seed": config.seed,
                          "samples": len(x)}
         self.state = load_learned(self.state_dir, self.learner)
-        self.started_from = self.state.describe()
+        self.started_from = self.state.describe(self.model.manifest.fingerprint)
         self.progress, self.order = self._resume_or_start()
         self._saved = (self.progress.step, self.progress.windows)
 

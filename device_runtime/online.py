@@ -283,7 +283,7 @@ def run_online(bundle_dir: str | Path, data_path: str | Path, state_dir: str | P
         data = load_user_data(data_path, model)
         x, y = data.x, data.y
     state = load_learned(state_dir, learner)
-    started_from = state.describe()
+    started_from = state.describe(model.manifest.fingerprint)
     cache = InferenceCache(cache_size, max_age_s) if use_cache else None
     online = OnlineLearner(model, learner, cache, batch)
     online.pending = _unpack_pending(state.arrays.get("online", {}))

@@ -16,8 +16,9 @@ name, let a stale one win):
   newer params, and its status says so. Online resumes a stream after its last consumed sample,
   with the labels still pending (device_runtime/online.py).
 - A bundle continues the state when the layout matches and every array has this bundle's shape
-  and dtype (a recompile, a retune, another lr); otherwise ValueError, one line naming the
-  difference, never a silent start over. No file: the bundle's params (generation 0). A corrupt
+  and dtype (a recompile, a retune: another fingerprint, said in the status); otherwise (another
+  head, optimizer or learning rate) ValueError, one line naming the difference, never a silent
+  start over. No file: the bundle's params (generation 0). A corrupt
   file: an error naming it, never a fallback to the bundle.
 - `status.json` holds one section per mode, for `autlearn device status`.
 """
@@ -65,17 +66,22 @@ class LearnedState:
 
     generation: int = 0  # 0: nothing learned yet, the bundle's params
     mode: str = "bundle"
+    bundle: str = ""  # the fingerprint of the bundle that wrote it
     sections: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     arrays: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
-    def describe(self) -> str:
-        """Where the params come from, for the status: `bundle` or `generation N (mode)`."""
-        return "bundle" if not self.generation else f"generation {self.generation} ({self.mode})"
+    def describe(self, fingerprint: str) -> str:
+        """Where the params come from, for the status: `bundle` or `generation N (mode)`, and when
+        another build of the model (`fingerprint` is this bundle's) wrote them, which."""
+        if not self.generation:
+            return "bundle"
+        other = f", by another build (bundle {self.bundle[:12]})" if self.bundle != fingerprint else ""
+        return f"generation {self.generation} ({self.mode}){other}"
 
 
 def _layout(learner: Learner) -> dict[str, Any]:
     manifest = learner.model.manifest
-    return {"trainable": manifest.params["trainable"], "optimizer": manifest.optimizer["name"],
+    return {"trainable": manifest.params["trainable"], "optimizer": manifest.optimizer,
             "optimizer_state": manifest.params["optimizer_state"]}
 
 
@@ -92,15 +98,15 @@ def load_learned(state_dir: str | Path, learner: Learner) -> LearnedState:
             and isinstance(meta.get("sections"), dict) and isinstance(meta.get("layout"), dict)):
         raise ValueError(f"checkpoint {path} holds no learned state (generation, mode, layout, sections): "
                          "use a new --state directory")
-    state = LearnedState(meta["generation"], meta["mode"], meta["sections"])
+    state = LearnedState(meta["generation"], meta["mode"], meta.get("bundle", ""), meta["sections"])
     for name in [n for n in arrays if n.startswith("__")]:
         mode, _, key = name[2:].partition("__")
         state.arrays.setdefault(mode, {})[key] = arrays.pop(name)
     try:
         for key, want in _layout(learner).items():
             if meta["layout"].get(key) != want:
-                raise ValueError(f"learned state has {key} {json.dumps(meta['layout'].get(key))}; "
-                                 f"this bundle's is {json.dumps(want)}")
+                raise ValueError(f"learned state has {key} {json.dumps(meta['layout'].get(key), sort_keys=True)}; "
+                                 f"this bundle's is {json.dumps(want, sort_keys=True)}")
         learner.load_state_arrays(arrays)
     except ValueError as err:
         raise ValueError(f"{path}: {err}: use a new --state directory") from None
@@ -112,9 +118,11 @@ def save_learned(state_dir: str | Path, learner: Learner, state: LearnedState, m
     """Atomically writes `learner`'s params as the next generation with `mode`'s section and arrays
     (the other modes' kept); returns the state now on disk."""
     generation = state.generation + 1
-    saved = LearnedState(generation, mode, {**state.sections, mode: {**section, "generation": generation}},
+    fingerprint = learner.model.manifest.fingerprint
+    saved = LearnedState(generation, mode, fingerprint, {**state.sections, mode: {**section, "generation": generation}},
                          {**state.arrays, mode: arrays})
     named = {f"__{m}__{k}": a for m, by_name in saved.arrays.items() for k, a in by_name.items()}
     save_checkpoint(Path(state_dir) / CHECKPOINT, {**learner.state_arrays(), **named},
-                    {"generation": generation, "mode": mode, "layout": _layout(learner), "sections": saved.sections})
+                    {"generation": generation, "mode": mode, "bundle": fingerprint, "layout": _layout(learner),
+                     "sections": saved.sections})
     return saved

@@ -18,6 +18,16 @@ TINY_WORDS = ["<pad>", "<unk>"] + [f"w{i}" for i in range(TINY_VOCAB - 2)]
 TINY_LABELS = [f"c{i}" for i in range(TINY_CLASSES)]
 
 
+def write_manifest_json(root, data: dict) -> None:
+    """Writes `data` as root/manifest.json with its fingerprint recomputed: a manifest edited as
+    the compiler would have written it, so the check under test is the one that refuses it."""
+    import json
+
+    from device_runtime.manifest import manifest_fingerprint
+
+    (Path(root) / "manifest.json").write_text(json.dumps({**data, "fingerprint": manifest_fingerprint(data)}))
+
+
 def tiny_nwp_inputs(lengths=(6,)) -> dict:
     """`compile_bundle` inputs of the tiny next-word model: ids, its vocabulary as classes and tokenizer."""
     from device_runtime.tokenizer import Tokenizer

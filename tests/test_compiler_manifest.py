@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import write_manifest_json
 
 from device_runtime.manifest import FORMAT_VERSION, Manifest, mismatched_files, read_manifest, write_manifest
 
@@ -40,7 +41,7 @@ def test_write_read_round_trip_hashes_every_file(tmp_path):
     (tmp_path / "tuning" / "db.json").write_text("{}")
     write_manifest(tmp_path, sample_manifest())
     loaded = read_manifest(tmp_path)
-    assert loaded == sample_manifest(files=loaded.files)
+    assert loaded == sample_manifest(files=loaded.files, fingerprint=loaded.fingerprint)
     assert sorted(loaded.files) == ["labels.txt", "tuning/db.json"]
     data = json.loads((tmp_path / "manifest.json").read_text())
     assert data["format_version"] == FORMAT_VERSION and list(data)[0] == "format_version"
@@ -53,12 +54,26 @@ def test_write_read_round_trip_hashes_every_file(tmp_path):
     assert mismatched_files(tmp_path, loaded) == []
 
 
+def test_a_manifest_changed_after_writing_is_refused_by_its_fingerprint(tmp_path):
+    """A field edited (an lr, a hash) without the compiler's fingerprint is refused, whitespace is not."""
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    write_manifest(tmp_path, sample_manifest())
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    assert data["fingerprint"] == read_manifest(tmp_path).fingerprint and len(data["fingerprint"]) == 64
+    (tmp_path / "manifest.json").write_text(json.dumps(data, indent=4))
+    read_manifest(tmp_path)
+    for change in ({"optimizer": {**data["optimizer"], "lr": 0.5}}, {"files": {"labels.txt": "0" * 64}}):
+        (tmp_path / "manifest.json").write_text(json.dumps({**data, **change}))
+        with pytest.raises(ValueError, match="fingerprint does not match"):
+            read_manifest(tmp_path)
+
+
 def test_text_manifest_round_trip_names_vocab_and_synonyms(tmp_path):
     for name in ("vocab.txt", "synonyms.json"):
         (tmp_path / name).write_text(name)
     write_manifest(tmp_path, sample_manifest(**text_changes()))
     loaded = read_manifest(tmp_path)
-    assert loaded == sample_manifest(**text_changes(), files=loaded.files)
+    assert loaded == sample_manifest(**text_changes(), files=loaded.files, fingerprint=loaded.fingerprint)
     assert loaded.token_range == 40 and loaded.next_token
     assert loaded.labels_file == "vocab.txt" and loaded.tokenizer["vocab_file"] == "vocab.txt"
     assert loaded.referenced_files()[-3:] == ["vocab.txt", "vocab.txt", "synonyms.json"]
@@ -90,13 +105,13 @@ def test_bad_manifests_are_refused_with_the_reason(tmp_path):
                                 ("augmentation", "speech", "augmentation"),
                                 ("input", {**data["input"], "dtype": "float64"}, "dtype"),
                                 ("optimizer", {"name": "rmsprop"}, "optimizer"), ("surprise", 1, "unknown keys")]:
-        (tmp_path / "manifest.json").write_text(json.dumps({**data, key: value}))
+        write_manifest_json(tmp_path, {**data, key: value})
         with pytest.raises(ValueError, match=message):
             read_manifest(tmp_path)
-    (tmp_path / "manifest.json").write_text(json.dumps({k: v for k, v in data.items() if k != "params"}))
+    write_manifest_json(tmp_path, {k: v for k, v in data.items() if k != "params"})
     with pytest.raises(ValueError, match="lacks keys: params"):
         read_manifest(tmp_path)
-    (tmp_path / "manifest.json").write_text(json.dumps({k: v for k, v in data.items() if k != "labels_file"}))
+    write_manifest_json(tmp_path, {k: v for k, v in data.items() if k != "labels_file"})
     with pytest.raises(ValueError, match="lacks keys: labels_file"):
         read_manifest(tmp_path)
     with pytest.raises(ValueError, match="integer ids need a positive token_range"):
@@ -128,8 +143,7 @@ def test_file_names_outside_the_bundle_are_refused(tmp_path, field, outside):
         fields[field] = outside
     with pytest.raises(ValueError, match=f"names file '{outside}' outside the bundle"):
         sample_manifest(**fields)
-    data = {**sample_manifest(**text_changes()).to_json(), **fields}
-    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    write_manifest_json(tmp_path, {**sample_manifest(**text_changes()).to_json(), **fields})
     with pytest.raises(ValueError, match="outside the bundle"):  # as the device reads it
         read_manifest(tmp_path)
     sample_manifest(**text_changes(files={"vocab.txt": "0" * 64, "tuning/a..b.json": "0" * 64}))  # '..' in a name is fine

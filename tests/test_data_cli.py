@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import write_manifest_json
 
 from autlearn.cli import main
 from device_runtime.tokenizer import vocab_sha256
@@ -84,7 +85,7 @@ def test_export_user_with_the_bundles_vocabulary_loads_on_that_bundle(tiny_nwp_b
 
     no_text = shutil.copytree(tiny_nwp_bundle, tmp_path / "no-text")
     manifest = json.loads((no_text / "manifest.json").read_text())
-    (no_text / "manifest.json").write_text(json.dumps({**manifest, "tokenizer": None, "augmentation": None}))
+    write_manifest_json(no_text, {**manifest, "tokenizer": None, "augmentation": None})
     assert main(export + ["--bundle", str(no_text), "--out", str(tmp_path / "x.npz")]) == 2
     assert "has no tokenizer" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
 

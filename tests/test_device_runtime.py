@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import write_manifest_json
 
 from device_runtime.bundle import (CPU_FEATURE_FLAGS, cpu_flags, device_triple, load_bundle, missing_cpu_features,
                                    triple_runs_here, verify_bundle)
@@ -24,8 +25,7 @@ def copy(tiny_nwp_bundle, tmp_path):
 def edit_manifest(root, **changes):
     path = root / "manifest.json"
     data = json.loads(path.read_text())
-    data.update(changes)
-    path.write_text(json.dumps(data))
+    write_manifest_json(root, {**data, **changes})
 
 
 def read_target(root):
@@ -60,11 +60,11 @@ def test_missing_and_extra_files_are_refused(copy):
 
 
 def test_format_version_and_target_are_checked(copy):
-    for version in (1, 3):  # format 1 (with a task) and a future one
+    for version in (2, 4):  # format 2 (without a fingerprint) and a future one
         edit_manifest(copy, format_version=version)
         with pytest.raises(ValueError, match=f"format_version is {version}"):
             load_bundle(copy)
-    edit_manifest(copy, format_version=2,
+    edit_manifest(copy, format_version=3,
                   target={"name": "android-arm64", "triple": "aarch64-linux-android", "mcpu": "generic"})
     with pytest.raises(ValueError, match=f"targets aarch64-linux-android .* this device is {device_triple()}"):
         load_bundle(copy)

@@ -28,7 +28,17 @@ def user(tiny_nwp_bundle, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def recompiled(tmp_path_factory):
-    """The tiny model compiled again with another learning rate: another bundle, the same layout."""
+    """The tiny model compiled again under another name: another bundle (fingerprint), the same layout."""
+    from compiler import compile_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-nwp-again"
+    return compile_bundle(tiny_nwp_model(), out=out, **tiny_nwp_inputs(), train_batch=TINY_TRAIN_BATCH,
+                          name="TinyLSTM-rebuilt")
+
+
+@pytest.fixture(scope="module")
+def other_lr(tmp_path_factory):
+    """The tiny model compiled with another learning rate: its momentum or Adam state would not fit."""
     from compiler import compile_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny-nwp-lr"
@@ -104,14 +114,27 @@ def test_a_recompiled_bundle_continues_the_learned_state(tiny_nwp_bundle, recomp
     state = tmp_path / "s"
     OfflineRun(tiny_nwp_bundle, user, state, OfflineConfig(epochs=2, augment_ratio=0, window_steps=5,
                                                             max_windows=1), ALWAYS).run()
-    before, _ = learned(state)
-    assert load_bundle(recompiled).manifest.optimizer["lr"] == 0.1
+    before, meta = learned(state)
+    first = load_bundle(tiny_nwp_bundle).manifest.fingerprint
+    assert meta["bundle"] == first != load_bundle(recompiled).manifest.fingerprint
     resumed = OfflineRun(recompiled, user, state, OfflineConfig(epochs=2, augment_ratio=0), ALWAYS)
-    assert resumed.progress.step == 5 and resumed.status()["started_from"] == "generation 1 (offline)"
+    assert resumed.progress.step == 5
+    assert resumed.status()["started_from"] == f"generation 1 (offline), by another build (bundle {first[:12]})"
     assert_same(resumed.learner.state_arrays(), before)
     assert resumed.run()["step"] == 16
     status = run_online(recompiled, user, state, batch=8)
     assert status["started_from"] == f"generation {status['generation'] - 1} (offline)"
+
+
+def test_a_bundle_with_another_learning_rate_is_refused(tiny_nwp_bundle, other_lr, user, tmp_path):
+    state = tmp_path / "s"
+    run_online(tiny_nwp_bundle, user, state, batch=8)
+    before = (state / "checkpoint.npz").read_bytes()
+    message = ('learned state has optimizer {"lr": 0.05, "name": "sgd"}; this bundle\'s is '
+               '{"lr": 0.1, "name": "sgd"}: use a new --state directory')
+    with pytest.raises(ValueError, match=re.escape(message) + "$"):
+        run_online(other_lr, user, state, batch=8)
+    assert (state / "checkpoint.npz").read_bytes() == before
 
 
 def test_a_bundle_with_another_head_is_refused_in_one_line(tiny_nwp_bundle, wider_head, user, tmp_path):
@@ -136,8 +159,9 @@ def test_restoring_checks_dtypes_and_the_layout(tiny_nwp_bundle, user, tmp_path)
     save_checkpoint(state / "checkpoint.npz", {**arrays, "fc.bias": arrays["fc.bias"].astype(np.float64)}, meta)
     with pytest.raises(ValueError, match=r"learned state has fc.bias \[40\] float64; this bundle's is \[40\] float32"):
         load_learned(state, learner)
-    save_checkpoint(state / "checkpoint.npz", arrays, {**meta, "layout": {**meta["layout"], "optimizer": "adam"}})
-    with pytest.raises(ValueError, match="learned state has optimizer \"adam\"; this bundle's is \"sgd\""):
+    adam = {"name": "adam", "lr": 0.05}
+    save_checkpoint(state / "checkpoint.npz", arrays, {**meta, "layout": {**meta["layout"], "optimizer": adam}})
+    with pytest.raises(ValueError, match='learned state has optimizer {"lr": 0.05, "name": "adam"}; this bundle'):
         load_learned(state, learner)
     save_checkpoint(state / "checkpoint.npz", arrays, meta)
     assert load_learned(state, learner).generation == meta["generation"]

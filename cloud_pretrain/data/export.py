@@ -7,6 +7,7 @@ string) naming that vocabulary, so a device refuses ids of another; for `image`,
 """
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from cloud_pretrain.data.text import Vocabulary, next_word_examples
 from cloud_pretrain.data.users import ImageUser, User
+from device_runtime.files import atomic_write_bytes
 from device_runtime.tokenizer import vocab_sha256
 
 
@@ -49,6 +51,7 @@ def export_user(user: User, out: str | os.PathLike, vocab: Vocabulary | None = N
     out = pathlib.Path(out)
     if out.suffix != ".npz":
         raise ValueError(f"the output must be a .npz file, got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(out, buffer.getvalue())  # a killed export leaves the old shard or the new one
     return out
