@@ -7,12 +7,12 @@ candidates, they are not phone times). `setup_root` builds the root with no netw
 Debian's arm64 .debs downloaded on the host (`apt-get download PKG:arm64`) and unpacked with
 `dpkg-deb -x`, the aarch64 wheels fetched on the host with `pip download --platform`, and this
 project's device packages copied in without torch. binfmt_misc is not mounted here, so every
-arm64 program is started as `qemu-aarch64-static -L ROOT PROGRAM`; the root's `python3` and
+arm64 program is started as `qemu-aarch64-static -L ROOT PROGRAM`; the device's `python3` and
 `sh` are small host scripts doing that, so a device process that starts another one (TVM's
 RPC server forks and spawns workers) re-enters the emulator instead of failing with ENOEXEC.
 
 Layout of a root directory: debs/ and wheels/ (download caches), sysroot/ (the arm64 file
-system, qemu's -L), site/ (PYTHONPATH: the wheels and the project's packages), storage/ (the
+system, qemu's -L), bin/ (the launchers), site/ (PYTHONPATH: the wheels and the project's packages), storage/ (the
 device's storage, what the qemu transport pushes into), setup.json (what is installed).
 """
 from __future__ import annotations
@@ -109,6 +109,7 @@ class EmulatorRoot:
         self.root = self.root.expanduser().resolve()
         self.debs, self.wheels = self.root / "debs", self.root / "wheels"
         self.sysroot, self.site, self.storage = self.root / "sysroot", self.root / "site", self.root / "storage"
+        self.bin = self.root / "bin"  # the launchers (install_launchers): the device's whole PATH
 
     def setup_record(self) -> dict:
         """setup.json: versions, project digest and the device's own report; {} when not set up."""
@@ -123,13 +124,15 @@ class EmulatorRoot:
         return self.setup_record().get("version") == SETUP_VERSION and (self.sysroot / PYTHON[1:]).is_file()
 
     def check_ready(self) -> None:
-        """Raises unless set up, with the project's device code as in this tree (a stale copy would test old code)."""
+        """Raises unless set up; recopies the project's device packages when this tree changed them
+        (a local copy, no download), so the device never runs stale code."""
         if not self.is_ready():
             raise FileNotFoundError(f"no arm64 emulator root at {self.root}: run `autlearn emulator setup"
                                     f"{'' if self.root == default_root().resolve() else ' --root ' + str(self.root)}`")
-        if self.setup_record().get("project_sha256") != project_digest():
-            raise RuntimeError(f"the emulator root {self.root} holds an older copy of {', '.join(PROJECT_PACKAGES)}: "
-                               "run `autlearn emulator setup` again (it only recopies them)")
+        record = self.setup_record()
+        if record.get("project_sha256") != project_digest():
+            record["project_sha256"] = install_project(self)
+            atomic_write_bytes(self.root / SETUP_FILE, (json.dumps(record, indent=2) + "\n").encode())
 
     def qemu(self) -> str:
         path = shutil.which(QEMU)
@@ -139,7 +142,7 @@ class EmulatorRoot:
 
     def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The device process's whole environment: nothing of the host's (no venv, no proxies, no PYTHONPATH)."""
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.storage), "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1",
+        env = {"PATH": str(self.bin), "HOME": str(self.storage), "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1",
                "PYTHONPATH": str(self.site), "PYTHONDONTWRITEBYTECODE": "1",
                "AUTLEARN_CACHE": str(self.storage / ".cache"),
                # the runtime library only, as on a phone (device_runtime.isolation does the same)
@@ -149,7 +152,7 @@ class EmulatorRoot:
 
     def python_command(self, args: Sequence[str]) -> list[str]:
         """argv that runs the arm64 python3.11 with `args` under qemu-user."""
-        return [self.qemu(), "-L", str(self.sysroot), "-0", "/usr/bin/python3",
+        return [self.qemu(), "-L", str(self.sysroot), "-0", str(self.bin / "python3"),
                 str(self.sysroot / PYTHON[1:]), *args]
 
     def shell_command(self, command: str) -> list[str]:
@@ -249,31 +252,70 @@ def install_project(root: EmulatorRoot) -> str:
     """Copies the device packages' sources into site/ (replacing an older copy); their digest."""
     for package in PROJECT_PACKAGES:
         target = root.site / package
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(PROJECT_DIR / package, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        fresh = root.site / f".{package}.new"
+        shutil.rmtree(fresh, ignore_errors=True)
+        shutil.copytree(PROJECT_DIR / package, fresh, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.rmtree(target, ignore_errors=True)
+        fresh.rename(target)
     return project_digest()
 
 
 def install_launchers(root: EmulatorRoot) -> None:
-    """Host scripts at the root's /usr/bin/python3 and /bin/sh that re-enter qemu.
+    """Host scripts in ROOT/bin that start an arm64 program under qemu: python3 (and python3.11,
+    python) and one per busybox applet (sh, cat, sha256sum, ...).
 
-    The kernel cannot run an arm64 binary that a device process starts (no binfmt_misc), but it
-    runs these: a device process exec'ing /usr/bin/python3 (TVM's RPC server starting its
-    worker) or /bin/sh lands here, and they start the arm64 program under qemu again.
+    The kernel cannot run an arm64 binary that a device process starts (no binfmt_misc), and
+    qemu-user passes execve's path to it untranslated, but it runs these scripts: the device's
+    PATH is ROOT/bin and its python's sys.executable is ROOT/bin/python3, so a device process
+    starting python (TVM's RPC server spawns its worker) or a shell command lands here and
+    re-enters qemu. Nothing of the host is on the device's PATH.
     """
-    qemu = root.qemu()
-    launchers = {
-        "usr/bin/python3": [qemu, "-L", str(root.sysroot), "-0", "/usr/bin/python3", str(root.sysroot / PYTHON[1:])],
-        "bin/sh": [qemu, "-L", str(root.sysroot), str(root.sysroot / "bin/busybox"), "sh"],
-    }
-    for relative, argv in launchers.items():
-        path = root.sysroot / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        path.write_text(f"#!/bin/sh\n# written by autlearn emulator setup: run the arm64 program under qemu\n"
-                        f"exec {shlex.join(argv)} \"$@\"\n")
+    qemu, busybox = root.qemu(), str(root.sysroot / "bin/busybox")
+    applets = _run([qemu, "-L", str(root.sysroot), busybox, "--list"], "listing busybox applets").stdout.split()
+    python = [qemu, "-L", str(root.sysroot), "-0", str(root.bin / "python3"), str(root.sysroot / PYTHON[1:])]
+    launchers = {name: [qemu, "-L", str(root.sysroot), busybox, name] for name in applets}
+    launchers.update({name: python for name in ("python3", "python3.11", "python")})
+    if root.bin.exists():
+        shutil.rmtree(root.bin)
+    root.bin.mkdir(parents=True)
+    for name, argv in launchers.items():
+        path = root.bin / name
+        path.write_text(f"#!/bin/sh\nexec {shlex.join(argv)} \"$@\"\n")
         path.chmod(0o755)
+
+
+# Linux's arm64 HWCAP and HWCAP2 bits, in order (arch/arm64/include/uapi/asm/hwcap.h): the names
+# /proc/cpuinfo's Features line uses.
+HWCAP_NAMES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc "
+               "dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg").split()
+HWCAP2_NAMES = ("dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm "
+                "svebf16 i8mm bf16 dgh rng bti mte").split()
+AUXV_REPORT = (
+    "import struct\n"
+    "data = open('/proc/self/auxv', 'rb').read()\n"
+    "pairs = dict(struct.iter_unpack('<QQ', data))\n"
+    "print(pairs.get(16, 0), pairs.get(26, 0))\n"
+)
+
+
+def write_cpuinfo(root: EmulatorRoot) -> list[str]:
+    """sysroot/proc/cpuinfo from the emulated CPU's own HWCAP bits; its Features.
+
+    qemu-user fakes /proc/cpuinfo for some guests but not arm64: the device would read the
+    host's x86 flags and refuse every arm64 bundle (device_runtime.bundle checks them). With -L,
+    the device opens this file instead, so the check sees the CPU that really runs the code.
+    """
+    done = root.run_python(["-c", AUXV_REPORT], timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"cannot read the emulated CPU's HWCAP: {done.stderr.strip().splitlines()[-1:]}")
+    hwcap, hwcap2 = (int(v) for v in done.stdout.split())
+    features = [n for i, n in enumerate(HWCAP_NAMES) if hwcap >> i & 1]
+    features += [n for i, n in enumerate(HWCAP2_NAMES) if hwcap2 >> i & 1]
+    cores = "".join(f"processor\t: {i}\nFeatures\t: {' '.join(features)}\nCPU architecture: 8\n\n"
+                    for i in range(os.cpu_count() or 1))
+    (root.sysroot / "proc").mkdir(exist_ok=True)
+    (root.sysroot / "proc/cpuinfo").write_text(cores)
+    return features
 
 
 DEVICE_REPORT = (
@@ -317,11 +359,13 @@ def setup_root(root: str | Path | None = None, *, progress: bool = True,
     install_wheels(emulator, download_wheels(emulator, versions, say), progress)
     install_launchers(emulator)
     digest = install_project(emulator)
+    if not (emulator.sysroot / "proc/cpuinfo").is_file() or "cpu_features" not in record:
+        record["cpu_features"] = write_cpuinfo(emulator)
     if record.get("version") != SETUP_VERSION or record.get("wheels") != versions or "device" not in record:
         say("checking the device: importing numpy and TVM under qemu-aarch64 (about 15 s)")
         record = {"version": SETUP_VERSION, "wheels": versions, "debs": [d.name for d in debs],
                   "qemu": _run([emulator.qemu(), "--version"], "qemu version").stdout.splitlines()[0],
-                  "device": device_report(emulator)}
+                  "device": device_report(emulator), "cpu_features": record["cpu_features"]}
     record["project_sha256"] = digest
     atomic_write_bytes(emulator.root / SETUP_FILE, (json.dumps(record, indent=2) + "\n").encode())
     return record

@@ -5,6 +5,7 @@
 - AdbTransport: a phone over `adb -s SERIAL`; modules run in a TVM RPC server on the phone
   (TVM's Android RPC app or `tvm_rpc`), reached through `adb forward`.
 - RPCTransport: a TVM RPC server (`tvm.rpc`); files go to the server's workspace.
+- QemuTransport (android_harness.qemu): the emulated arm64 Linux device.
 
 Modules are timed with the relax VM's stateful API (`set_input` + `invoke_stateful`), which
 also works over RPC for functions that return tuples (the bundle's forward functions do).
@@ -40,27 +41,54 @@ class Transport(Protocol):
     def sha256(self, remote: Sequence[str]) -> dict[str, str]:
         """sha256 hex of each remote file, computed on the far side."""
 
+    def read_files(self, remote: Sequence[str]) -> list[str]:
+        """The text of each remote file (small ones: battery counters), in one round trip where possible."""
+
+    def prepare(self, module: str, function: str, args: Sequence[np.ndarray]) -> "VMFunctionTimer":
+        """`function` of the relax VM module at `module`, loaded there with its arguments copied over."""
+
     def run_module(self, module: str, function: str, args: Sequence[np.ndarray], *,
                    number: int, repeat: int) -> list[float]:
         """Seconds per call of `function` of the relax VM module at `remote`, one per repeat."""
 
 
+class VMFunctionTimer:
+    """One function of a loaded relax VM module with its arguments already on `device` (local or
+    remote): loading and copying happen once, so a benchmark can time (and meter) only the calls."""
+
+    def __init__(self, module: Any, device: Any, function: str, args: Sequence[np.ndarray]) -> None:
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+
+        self.device, self.function = device, function
+        self.vm = VirtualMachine(module, device)
+        self.vm.set_input(function, *[tvm.runtime.tensor(np.asarray(a, order="C"), device) for a in args])
+
+    def time(self, *, number: int, repeat: int) -> list[float]:
+        """Seconds per call, one per repeat; each repeat's first call is a discarded warm-up
+        (time_evaluator's convention)."""
+        if number < 1 or repeat < 1:
+            raise ValueError(f"number and repeat must be >= 1, got number={number}, repeat={repeat}")
+        timer = self.vm.time_evaluator("invoke_stateful", self.device, number=number, repeat=repeat)
+        return [float(t) for t in timer(self.function).results]
+
+
 def time_vm_function(module: Any, device: Any, function: str, args: Sequence[np.ndarray], *,
                      number: int, repeat: int) -> list[float]:
-    """Times one function of a loaded relax VM module on `device` (local or remote).
+    """Times one function of a loaded relax VM module on `device` (local or remote)."""
+    return VMFunctionTimer(module, device, function, args).time(number=number, repeat=repeat)
 
-    The arguments are copied to the device once, before timing; the first call is a
-    discarded warm-up (time_evaluator's convention).
-    """
-    import tvm
-    from tvm.runtime.vm import VirtualMachine
 
-    if number < 1 or repeat < 1:
-        raise ValueError(f"number and repeat must be >= 1, got number={number}, repeat={repeat}")
-    vm = VirtualMachine(module, device)
-    vm.set_input(function, *[tvm.runtime.tensor(np.asarray(a, order="C"), device) for a in args])
-    timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat)
-    return [float(t) for t in timer(function).results]
+READ_SEPARATOR = "--autlearn-end-of-file--"
+
+
+def read_files_via_shell(transport: Transport, remote: Sequence[str]) -> list[str]:
+    """Each remote file's text through one `cat` per file in a single shell command."""
+    command = " && ".join(f"cat {shlex.quote(p)} && echo {READ_SEPARATOR}" for p in remote)
+    parts = transport.shell(command).split(READ_SEPARATOR + "\n")
+    if len(parts) <= len(remote) - 1 or not remote:
+        raise RuntimeError(f"{transport.name}: reading {', '.join(remote)} printed {len(parts) - 1} files")
+    return parts[: len(remote)]
 
 
 def sha256_via_shell(transport: Transport, remote: Sequence[str]) -> dict[str, str]:
@@ -113,15 +141,20 @@ class LocalTransport:
     def sha256(self, remote: Sequence[str]) -> dict[str, str]:
         return sha256_via_shell(self, remote)
 
-    def run_module(self, module: str, function: str, args: Sequence[np.ndarray], *,
-                   number: int, repeat: int) -> list[float]:
+    def read_files(self, remote: Sequence[str]) -> list[str]:
+        return read_files_via_shell(self, remote)
+
+    def prepare(self, module: str, function: str, args: Sequence[np.ndarray]) -> VMFunctionTimer:
         import tvm
 
         path = self.path(module)
         if not path.is_file():
             raise FileNotFoundError(f"module {path} is not on the device: push the bundle first")
-        return time_vm_function(tvm.runtime.load_module(str(path)), tvm.cpu(), function, args,
-                                number=number, repeat=repeat)
+        return VMFunctionTimer(tvm.runtime.load_module(str(path)), tvm.cpu(), function, args)
+
+    def run_module(self, module: str, function: str, args: Sequence[np.ndarray], *,
+                   number: int, repeat: int) -> list[float]:
+        return self.prepare(module, function, args).time(number=number, repeat=repeat)
 
 
 class RPCTransport:
@@ -158,10 +191,20 @@ class RPCTransport:
     def sha256(self, remote: Sequence[str]) -> dict[str, str]:
         return {p: hashlib.sha256(bytes(self.session.download(p))).hexdigest() for p in remote}
 
+    def read_files(self, remote: Sequence[str]) -> list[str]:
+        """Through the server's download (absolute paths read the device's files, e.g. sysfs)."""
+        try:
+            return [bytes(self.session.download(p)).decode(errors="replace") for p in remote]
+        except Exception as err:  # tvm raises its own error types for a file it cannot read
+            raise RuntimeError(f"the TVM RPC server at {self.address} cannot read {', '.join(remote)}: "
+                               f"{str(err).strip().splitlines()[-1:]}") from err
+
+    def prepare(self, module: str, function: str, args: Sequence[np.ndarray]) -> VMFunctionTimer:
+        return VMFunctionTimer(self.session.load_module(module), self.session.cpu(), function, args)
+
     def run_module(self, module: str, function: str, args: Sequence[np.ndarray], *,
                    number: int, repeat: int) -> list[float]:
-        return time_vm_function(self.session.load_module(module), self.session.cpu(), function, args,
-                                number=number, repeat=repeat)
+        return self.prepare(module, function, args).time(number=number, repeat=repeat)
 
 
 @contextlib.contextmanager
@@ -226,6 +269,9 @@ class AdbTransport:
     def sha256(self, remote: Sequence[str]) -> dict[str, str]:
         return sha256_via_shell(self, remote)
 
+    def read_files(self, remote: Sequence[str]) -> list[str]:
+        return read_files_via_shell(self, remote)
+
     def rpc(self) -> RPCTransport:
         """The phone's TVM RPC server, through `adb forward tcp:PORT tcp:PORT`."""
         if self.rpc_port is None:
@@ -236,8 +282,11 @@ class AdbTransport:
             self._rpc = RPCTransport("127.0.0.1", self.rpc_port)
         return self._rpc
 
-    def run_module(self, module: str, function: str, args: Sequence[np.ndarray], *,
-                   number: int, repeat: int) -> list[float]:
+    def prepare(self, module: str, function: str, args: Sequence[np.ndarray]) -> VMFunctionTimer:
         if not PurePosixPath(module).is_absolute():
             raise ValueError(f"module path on the phone must be absolute for the RPC server, got {module!r}")
-        return self.rpc().run_module(module, function, args, number=number, repeat=repeat)
+        return self.rpc().prepare(module, function, args)
+
+    def run_module(self, module: str, function: str, args: Sequence[np.ndarray], *,
+                   number: int, repeat: int) -> list[float]:
+        return self.prepare(module, function, args).time(number=number, repeat=repeat)

@@ -1,4 +1,4 @@
-"""`autlearn` commands: bench compiler (`bench cache` is registered by cmd_device)."""
+"""`autlearn` commands: bench compiler and bench reliability (`bench cache` is registered by cmd_device)."""
 from __future__ import annotations
 
 import argparse
@@ -64,8 +64,33 @@ def _bench_compiler(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_reliability(args: argparse.Namespace) -> int:
+    import json
+
+    from autlearn.reliability import run_reliability
+
+    for name in ("kill_trials", "fuzz_cases", "events"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not Path(args.bundle).is_dir():
+        raise FileNotFoundError(f"bundle directory {args.bundle} does not exist")
+    report = run_reliability(Path(args.bundle), Path(args.work), kill_trials_n=args.kill_trials,
+                             fuzz_cases=args.fuzz_cases, events=args.events, seed=args.seed)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"kills survived {report['kills_survived']}/{report['kill_trials']}, corruptions refused "
+          f"{report['corruptions_refused']}/{report['corruptions_tried']}, fuzz cases {report['fuzz_cases']} "
+          f"({report['crashes']} crashes), disk full: {report['disk_full_method'].split(' (')[0]}, "
+          f"{report['events']} events ({report['samples_lost']} samples lost, {report['events_per_s']:.0f}/s), "
+          f"peak RSS {report['peak_rss_mb']:.0f} MB")
+    for goal, met in report["goals"].items():
+        print(f"  {'met ' if met else 'MISS'}  {goal}")
+    return 0 if all(report["goals"].values()) else 1
+
+
 def register(tree: CommandTree) -> None:
-    """Adds `bench compiler`."""
+    """Adds `bench compiler` and `bench reliability`."""
     p = tree.subcommand("bench", "compiler", group_help=GROUP_HELP,
                         help="compiled update step and forward vs PyTorch eager and ORT training, untuned and tuned")
     p.add_argument("--task", required=True, help="a task recipe of cloud_pretrain/recipes.py")
@@ -85,3 +110,15 @@ def register(tree: CommandTree) -> None:
     p.add_argument("--profile", action="store_true",
                    help="also list each compiled module's kernels with their share of its time")
     p.set_defaults(func=_bench_compiler)
+
+    p = tree.subcommand("bench", "reliability", group_help=GROUP_HELP,
+                        help="the device side against kills, a full disk, damaged bundles, fuzzed input, the "
+                             "network and a long stream; exit 1 when a goal is missed")
+    p.add_argument("--bundle", required=True, help="the compiled bundle to prove")
+    p.add_argument("--json", default=None, help="write the report to this JSON file")
+    p.add_argument("--work", default="out/bench-reliability", help="scratch directory (emptied first)")
+    p.add_argument("--kill-trials", type=int, default=20, help="SIGKILLs, alternating offline and online learning")
+    p.add_argument("--fuzz-cases", type=int, default=1000, help="hypothesis examples in all, over the fuzzed entry points")
+    p.add_argument("--events", type=int, default=100_000, help="samples streamed through online learning")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_bench_reliability)

@@ -1,4 +1,7 @@
-"""`autlearn` commands: push a bundle to a device, `bench latency`, `bench energy` (android_harness)."""
+"""`autlearn` commands: push a bundle to a device, `bench latency`, `bench energy` (android_harness).
+
+Transports: local, adb, rpc (a TVM RPC server) and qemu (the emulated arm64 device).
+"""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +19,7 @@ if TYPE_CHECKING:
 
 BENCH_HELP = "benchmarks"
 PHONE_DIR = "/data/local/tmp/autlearn"  # adb's default: world-writable on every Android phone
+EMULATED_NOTE = "qemu-user emulates an arm64 CPU: these times rank builds against each other, they are not phone times"
 
 
 @contextlib.contextmanager
@@ -32,6 +36,11 @@ def _open_transport(args: argparse.Namespace) -> Iterator[tuple[Transport, str]]
     elif args.transport == "adb":
         adb = transports.AdbTransport(args.serial, rpc_port=getattr(args, "rpc_port", None))
         yield adb, args.dest or f"{PHONE_DIR}/{Path(args.bundle).resolve().name}"
+    elif args.transport == "qemu":
+        from android_harness.qemu import QemuTransport
+
+        with QemuTransport(args.emulator_root) as device:
+            yield device, args.dest or Path(args.bundle).resolve().name
     elif getattr(args, "host", None):
         yield transports.RPCTransport(args.host, args.port), ""
     else:
@@ -66,7 +75,8 @@ def _latency(args: argparse.Namespace) -> int:
         results = bench_latency(Path(args.bundle), transport, dest, number=args.number, repeat=args.repeat)
     if args.plot:
         plot_latency(results, Path(args.plot), title=f"{Path(args.bundle).name} over {args.transport}")
-    _write_json({"bundle": str(args.bundle), "transport": args.transport,
+    note = {"note": EMULATED_NOTE} if args.transport == "qemu" else {}
+    _write_json({"bundle": str(args.bundle), "transport": args.transport, **note,
                  "functions": [r.to_json() for r in results]}, args.json)
     return 0
 
@@ -86,25 +96,32 @@ def _energy(args: argparse.Namespace) -> int:
 def _device_flags(p: argparse.ArgumentParser, transports: tuple[str, ...]) -> None:
     p.add_argument("--bundle", required=True, help="compiled bundle directory")
     p.add_argument("--transport", choices=transports, required=True,
-                   help="local: a directory stands for the device; adb: a phone; rpc: a TVM RPC server")
+                   help="local: a directory stands for the device; adb: a phone; rpc: a TVM RPC server; "
+                        "qemu: the emulated arm64 device (autlearn emulator setup)")
     p.add_argument("--serial", help="adb device serial (default: the only attached device)")
     p.add_argument("--dest", help=f"where the bundle goes: a directory here (local), a path on the phone "
-                                  f"(adb; default: {PHONE_DIR}/<bundle name>)")
+                                  f"(adb; default: {PHONE_DIR}/<bundle name>), a directory in the emulator's "
+                                  "storage (qemu; default: <bundle name>)")
+    if "rpc" in transports:
+        p.add_argument("--host", help="TVM RPC server host (rpc; default: start one on 127.0.0.1)")
+        p.add_argument("--port", type=int, default=9090, help="TVM RPC server port (rpc)")
+    if "adb" in transports:
+        p.add_argument("--rpc-port", type=int, help="port of the TVM RPC server on the phone (adb)")
+    if "qemu" in transports:
+        p.add_argument("--emulator-root", type=Path, help="emulator root (qemu; default: as `autlearn emulator "
+                                                          "setup` makes it)")
 
 
 def register(tree: CommandTree) -> None:
     """Adds `push`, `bench latency` and `bench energy`."""
     p = tree.command("push", "push a bundle to a device and verify every file's sha256 there")
-    _device_flags(p, ("local", "adb"))
+    _device_flags(p, ("local", "adb", "rpc", "qemu"))
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check on the device")
     p.set_defaults(func=_push)
 
     p = tree.subcommand("bench", "latency", "latency of a bundle's forward functions and update on a device",
                         BENCH_HELP)
-    _device_flags(p, ("local", "rpc", "adb"))
-    p.add_argument("--host", help="TVM RPC server host (rpc; default: start one on 127.0.0.1)")
-    p.add_argument("--port", type=int, default=9090, help="TVM RPC server port (rpc)")
-    p.add_argument("--rpc-port", type=int, help="port of the TVM RPC server on the phone (adb)")
+    _device_flags(p, ("local", "rpc", "adb", "qemu"))
     p.add_argument("--number", type=int, default=10, help="calls averaged into one measurement")
     p.add_argument("--repeat", type=int, default=10, help="measurements per function (the median is reported)")
     p.add_argument("--json", help="also write the results to this JSON file")
@@ -113,8 +130,7 @@ def register(tree: CommandTree) -> None:
 
     p = tree.subcommand("bench", "energy", "energy per call from the battery counters while a function runs",
                         BENCH_HELP)
-    _device_flags(p, ("local", "adb"))
-    p.add_argument("--rpc-port", type=int, help="port of the TVM RPC server on the phone (adb)")
+    _device_flags(p, ("local", "adb", "rpc"))
     p.add_argument("--function", default="update", help="update or a forward function name")
     p.add_argument("--seconds", type=float, default=10.0, help="how long the function runs")
     p.add_argument("--idle-seconds", type=float, default=5.0, help="idle measurement before, subtracted")

@@ -30,6 +30,7 @@ from compiler.schedules import schedule_module
 from compiler.split import embedding_rows, export_graph, program_module
 from compiler.targets import TargetSpec, linker_for, resolve_target
 from compiler.training import optimizer_config
+from compiler.verify import verify_where_it_runs
 from device_runtime.manifest import Manifest
 from device_runtime.tokenizer import Tokenizer
 
@@ -141,10 +142,8 @@ def compile_bundle(model: Model, example_input: Any, out: str | Path, *, labels:
         for key, mod in modules.items():
             spec.export(tvm.compile(mod, target=spec.tvm_target()), paths[key])
             progress.update()
-        if verify and spec.is_host:  # the very files that ship
-            check({key: tvm.runtime.load_module(str(path)) for key, path in paths.items()})
-        elif verify:
-            check({key: tvm.compile(mod, target=resolve_target("host").tvm_target()) for key, mod in modules.items()})
+        if verify:  # the very files that ship, where they run (compiler.verify)
+            manifest.verified_on = verify_where_it_runs(spec.name, paths, modules, check)
         progress.update()
         write_npz(root / "frozen.npz", frozen_names, frozen_values)
         write_npz(root / "trainable.npz", trainable_names, trainable_values)

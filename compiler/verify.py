@@ -1,15 +1,25 @@
 """Numerical verification of compiled modules against a reference, before anything is written.
 
 A compiled module is not trusted until checked (TVM_NOTES: imports can be silently wrong):
-forward outputs and the cut activation, the loss, every gradient, and one optimizer step.
-The reference is PyTorch for torch models and ONNX Runtime for ONNX files
-(compiler/onnx_import.py). The first tensor that diverges is named in a `VerificationError`.
+forward outputs and the cut activation, the loss, every gradient, and optimizer steps (torch
+models: two chained steps with the optimizer state after each). The reference is PyTorch for
+torch models and ONNX Runtime for ONNX files (compiler/onnx_import.py). The first tensor that
+diverges is named in a `VerificationError`.
+
+Verification runs the very files that ship, where they run (`verify_where_it_runs`): in this
+process for the host; inside the emulated arm64 device (android_harness.qemu, through its TVM
+RPC server) for linux-arm64 once `autlearn emulator setup` has built it. A host rebuild of a
+cross-compiled bundle's modules is a check of the import, not verification: such a bundle's
+manifest says `verified_on: null`.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,13 +39,33 @@ class VerificationError(RuntimeError):
 
 
 @dataclasses.dataclass
+class StepReference:
+    """A training step after the first: its loss, params and optimizer state (the bundle's order)."""
+
+    loss: np.ndarray
+    params: list[np.ndarray]
+    state: list[np.ndarray]
+
+
+@dataclasses.dataclass
 class TrainingReference:
-    """What one training step must give: loss, gradients and updated params (in param order)."""
+    """What training must give: the first step's loss, gradients and updated params (in param
+    order), and where the reference has them, its optimizer state and a second chained step."""
 
     source: str  # who computed it, named in errors: "PyTorch", "ONNX Runtime"
     loss: np.ndarray
     grads: list[np.ndarray]
     updated: list[np.ndarray]
+    state: list[np.ndarray] | None = None  # optimizer state after the first step
+    second: StepReference | None = None  # the step from the first one's params and state
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModule:
+    """A compiled module loaded where it runs: a device's RPC session (module and device there)."""
+
+    module: Any
+    device: Any
 
 
 def check_close(name: str, got: np.ndarray, want: np.ndarray, rtol: float = RTOL, atol: float = ATOL,
@@ -50,13 +80,24 @@ def check_close(name: str, got: np.ndarray, want: np.ndarray, rtol: float = RTOL
         raise VerificationError(f"{name} diverges from {against}: max abs error {err:.3g} (|ref| max {scale:.3g})")
 
 
-def _vm(executable: tvm.runtime.Executable) -> relax.VirtualMachine:
-    return relax.VirtualMachine(executable, tvm.cpu())
+@dataclasses.dataclass
+class _DeviceVM:
+    vm: relax.VirtualMachine
+    device: Any
 
 
-def _call(vm: relax.VirtualMachine, name: str, args: Sequence[np.ndarray]) -> list[np.ndarray]:
-    out = vm[name](*[tvm.runtime.tensor(np.asarray(a, order="C")) for a in args])
-    items = [out] if isinstance(out, tvm.runtime.Tensor) else list(out)
+def _vm(executable: tvm.runtime.Executable | LoadedModule) -> _DeviceVM:
+    if isinstance(executable, LoadedModule):
+        return _DeviceVM(relax.VirtualMachine(executable.module, executable.device), executable.device)
+    return _DeviceVM(relax.VirtualMachine(executable, tvm.cpu()), tvm.cpu())
+
+
+def _call(vm: _DeviceVM, name: str, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The function's outputs as arrays; the stateful API, which returns tuples over RPC too."""
+    vm.vm.set_input(name, *[tvm.runtime.tensor(np.asarray(a, order="C"), vm.device) for a in args])
+    vm.vm.invoke_stateful(name)
+    out = vm.vm.get_outputs(name)
+    items = list(out) if isinstance(out, tuple) else [out]
     return [item.numpy() for item in items]
 
 
@@ -94,20 +135,46 @@ def torch_optimizer(params: list[nn.Parameter], config: dict[str, Any]) -> torch
 def verify_training(loss_exe, update_exe, cut: np.ndarray, labels: np.ndarray, param_names: Sequence[str],
                     trainable: Sequence[np.ndarray], state: Sequence[np.ndarray], trainable_chain: nn.Module,
                     optimizer: dict[str, Any]) -> None:
-    """loss, every gradient and one update step of the compiled modules against torch.autograd."""
+    """loss, every gradient and two chained update steps (params and optimizer state after each)
+    of the compiled modules against torch.autograd and torch.optim."""
     chain = inference_mode(copy.deepcopy(trainable_chain))
     params = dict(chain.named_parameters())
     ordered = [params[n] for n in param_names]
     for p, value in zip(ordered, trainable):
         with torch.no_grad():
             p.copy_(torch.from_numpy(value))
-    logits = chain(torch.from_numpy(cut))
-    want_loss = nn.functional.cross_entropy(logits, torch.from_numpy(labels))
-    want_loss.backward()
-    grads = [p.grad.numpy() for p in ordered]
-    reference = TrainingReference("PyTorch", want_loss.detach().numpy(), grads,
-                                  optimizer_step_reference(trainable, grads, optimizer))
+    opt = torch_optimizer(ordered, optimizer)
+    steps = []
+    for step in (1, 2):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(chain(torch.from_numpy(cut)), torch.from_numpy(labels))
+        loss.backward()
+        grads = [p.grad.numpy().copy() for p in ordered]
+        opt.step()
+        steps.append((loss.detach().numpy().copy(), grads, [p.detach().numpy().copy() for p in ordered],
+                      torch_optimizer_state(opt, ordered, optimizer, step, state)))
+    (loss1, grads1, params1, state1), (loss2, _, params2, state2) = steps
+    reference = TrainingReference("PyTorch", loss1, grads1, params1, state1, StepReference(loss2, params2, state2))
     check_training(loss_exe, update_exe, cut, labels, param_names, trainable, state, reference)
+
+
+def torch_optimizer_state(opt: torch.optim.Optimizer, params: Sequence[nn.Parameter], config: dict[str, Any],
+                          steps: int, like: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """torch's optimizer state after `steps` steps in the order (and dtypes) of TVM's state
+    (compiler.training): num_steps, then momentum's velocities, or Adam's beta powers, m and v."""
+    if config["name"] == "sgd":
+        values = [np.array(steps)]
+    elif config["name"] == "momentum":
+        values = [np.array(steps)] + [opt.state[p]["momentum_buffer"].numpy() for p in params]
+    else:
+        beta1, beta2 = config["betas"]
+        values = ([np.array(steps), np.array(beta1 ** steps), np.array(beta2 ** steps)]
+                  + [opt.state[p]["exp_avg"].numpy() for p in params]
+                  + [opt.state[p]["exp_avg_sq"].numpy() for p in params])
+    if len(values) != len(like):
+        raise VerificationError(f"the bundle keeps {len(like)} optimizer state tensors, "
+                                f"torch's {config['name']} {len(values)}")
+    return [np.asarray(v, dtype=l.dtype).reshape(l.shape).copy() for v, l in zip(values, like)]
 
 
 def optimizer_step_reference(trainable: Sequence[np.ndarray], grads: Sequence[np.ndarray],
@@ -123,7 +190,8 @@ def optimizer_step_reference(trainable: Sequence[np.ndarray], grads: Sequence[np
 def check_training(loss_exe, update_exe, cut: np.ndarray, labels: np.ndarray, param_names: Sequence[str],
                    trainable: Sequence[np.ndarray], state: Sequence[np.ndarray],
                    reference: TrainingReference) -> None:
-    """The compiled `loss`, `gradients` and `update` functions against `reference`."""
+    """The compiled `loss`, `gradients` and `update` functions against `reference` (a second
+    `update` from the first one's outputs when the reference has it)."""
     against = reference.source
     (loss,) = _call(_vm(loss_exe), "loss", [cut, labels, *trainable])
     check_close("loss", loss, reference.loss, against=against)
@@ -133,10 +201,91 @@ def check_training(loss_exe, update_exe, cut: np.ndarray, labels: np.ndarray, pa
     for name, got, want in zip(param_names, grads, reference.grads):
         check_close(f"gradient of {name}", got, want, against=against)
 
-    step_loss, *rest = _call(update_vm, "update", [cut, labels, *trainable, *state])
-    check_close("update: loss", step_loss, reference.loss, against=against)
-    for name, got, want in zip(param_names, rest[: len(param_names)], reference.updated):
-        check_close(f"updated {name}", got, want, against=against)
+    new_params, new_state = _check_step(update_vm, "update", cut, labels, param_names, trainable, state,
+                                        reference.loss, reference.updated, reference.state, against)
+    if reference.second is not None:
+        second = reference.second
+        _check_step(update_vm, "second update", cut, labels, param_names, new_params, new_state,
+                    second.loss, second.params, second.state, against)
+
+
+def _check_step(update_vm: _DeviceVM, what: str, cut: np.ndarray, labels: np.ndarray,
+                param_names: Sequence[str], params: Sequence[np.ndarray], state: Sequence[np.ndarray],
+                want_loss: np.ndarray, want_params: Sequence[np.ndarray], want_state: Sequence[np.ndarray] | None,
+                against: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One `update` call checked against its reference; the params and state it returned."""
+    step_loss, *rest = _call(update_vm, "update", [cut, labels, *params, *state])
     if len(rest) != len(param_names) + len(state):
-        raise VerificationError(f"update returned {len(rest)} tensors after the loss, "
+        raise VerificationError(f"{what} returned {len(rest)} tensors after the loss, "
                                 f"expected {len(param_names)} params + {len(state)} optimizer states")
+    check_close(f"{what}: loss", step_loss, want_loss, against=against)
+    got_params, got_state = rest[: len(param_names)], rest[len(param_names):]
+    for name, got, want in zip(param_names, got_params, want_params):
+        check_close(f"{what}: {name}", got, want, against=against)
+    for i, (got, want) in enumerate(zip(got_state, want_state or [])):
+        check_close(f"{what}: optimizer state {i}", got, want, against=against)
+    return got_params, got_state
+
+
+Check = Callable[[Mapping[str, Any]], None]  # ModelParts.check: raises naming the first diverging tensor
+
+
+def verify_where_it_runs(target: str, paths: Mapping[str, Path], modules: Mapping[str, tvm.IRModule],
+                         check: Check) -> str | None:
+    """Runs `check` on the compiled files where they run; where that was (the manifest's
+    `verified_on`), or None when they could not run here.
+
+    host: loaded in this process. linux-arm64: pushed into the emulated arm64 device and run
+    there (needs `autlearn emulator setup`). Otherwise (android-arm64, or no emulator root) the
+    same modules rebuilt for the host are checked, which catches import errors but runs none of
+    the shipped code: None, with a warning.
+    """
+    if target == "host":
+        from compiler.targets import host_triple
+
+        check({key: tvm.runtime.load_module(str(path)) for key, path in paths.items()})
+        return f"host ({host_triple()})"
+    if target == "linux-arm64":
+        with _emulated_arm64() as device:
+            if device is not None:
+                check(_load_on_device(device, paths))
+                return device.description
+    from compiler.targets import resolve_target
+
+    host = resolve_target("host").tvm_target()
+    check({key: tvm.compile(mod, target=host) for key, mod in modules.items()})
+    reason = ("no arm64 device here: `autlearn emulator setup` builds the emulated one" if target == "linux-arm64"
+              else f"{target} code runs only on its device")
+    print(f"warning: {target} bundle not verified ({reason}); its modules passed a host rebuild check only, "
+          "so the manifest says verified_on: null", file=sys.stderr)
+    return None
+
+
+@contextlib.contextmanager
+def _emulated_arm64() -> Iterator[Any]:
+    """The emulated arm64 device (android_harness.qemu) when its root is set up, else None."""
+    from android_harness.emulator import EmulatorRoot
+    from android_harness.qemu import QemuTransport
+
+    if not EmulatorRoot().is_ready():
+        yield None
+        return
+    with QemuTransport() as device:
+        yield device
+
+
+def _load_on_device(device: Any, paths: Mapping[str, Path]) -> dict[str, LoadedModule]:
+    """Pushes the files (sha256 checked there) and loads each in the device's RPC server."""
+    import hashlib
+
+    folder = f"verify/{next(iter(paths.values())).parent.name}"
+    remote = {key: f"{folder}/{path.name}" for key, path in paths.items()}
+    for key, path in paths.items():
+        device.push(path, remote[key])
+    digests = device.sha256(list(remote.values()))
+    for key, path in paths.items():
+        if digests.get(remote[key]) != hashlib.sha256(path.read_bytes()).hexdigest():
+            raise RuntimeError(f"{path.name} arrived damaged on the {device.name} device")
+    session = device.rpc().session
+    return {key: LoadedModule(session.load_module(str(device.path(remote[key]))), session.cpu())
+            for key in paths}

@@ -102,8 +102,11 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"no {what} at {path}: it does not exist")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one .npy array, not named arrays")
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
         raise ValueError(f"{what} {path} is corrupt, not a readable .npz: {err}") from err
 

@@ -46,6 +46,7 @@ class Manifest:
     augmentation: str | None = None  # "images", "text" or None
     synonyms_file: str | None = None  # the text augmentation's synonym table
     seed: int = 0  # of the verification inputs
+    verified_on: str | None = None  # where the shipped modules were checked against the reference; None: nowhere
     fingerprint: str = ""  # sha256 of everything else in the manifest, files' sha256 included: the bundle's identity
     format_version: int = FORMAT_VERSION
 
@@ -93,8 +94,56 @@ class Manifest:
         return self.tokenizer is not None and self.tokenizer["vocab_file"] == self.labels_file
 
 
+# The JSON type of every field (None: null allowed): checked before any value is used, so a
+# manifest of the wrong shape is one clear error, not a TypeError deep in the runtime.
+FIELD_TYPES: dict[str, tuple[type | None, ...]] = {
+    "model": (str,), "target": (dict,), "tvm_version": (str,), "cut_layer": (str,), "input": (dict,),
+    "cut": (dict,), "num_classes": (int,), "train_batch": (int,), "optimizer": (dict,),
+    "forward_functions": (list,), "params": (dict,), "modules": (dict,), "labels_file": (str,), "files": (dict,),
+    "tokenizer": (dict, None), "augmentation": (str, None), "synonyms_file": (str, None), "seed": (int,),
+    "verified_on": (str, None),
+    "fingerprint": (str,), "format_version": (int,),
+}
+
+
+def _is(value: Any, types: tuple[type | None, ...]) -> bool:
+    if value is None:
+        return None in types
+    if isinstance(value, bool):  # JSON true is no number
+        return bool in types
+    return isinstance(value, tuple(t for t in types if t is not None))
+
+
+def _check_types(m: Manifest) -> None:
+    """ValueError naming the first field (or entry) whose JSON type is wrong."""
+    for name, types in FIELD_TYPES.items():
+        value = getattr(m, name)
+        if not _is(value, types):
+            allowed = " or ".join("null" if t is None else t.__name__ for t in types)
+            raise ValueError(f"manifest {name} must be {allowed}, got {json.dumps(value)[:60]}")
+    entries = [("modules", m.modules.values(), (str,)), ("files", [*m.files, *m.files.values()], (str,)),
+               ("params", m.params.values(), (list,)), ("forward_functions", m.forward_functions, (dict,)),
+               ("input shape", m.input.get("shape", []) or [], (int, None)),
+               ("cut shape", m.cut.get("shape", []) or [], (int, None))]
+    entries += [(f"params {k}", v, (str,)) for k, v in m.params.items() if isinstance(v, list)]
+    for f in m.forward_functions:
+        entries += [("forward_functions entry", [f.get("name")], (str,)),
+                    ("forward_functions batch", [f.get("batch")], (int,)),
+                    ("forward_functions input_shape", [f.get("input_shape")], (list,)),
+                    ("forward_functions input_shape", f.get("input_shape") or [], (int,))] if isinstance(f, dict) else []
+    entries += [("target name and triple", [m.target.get("name"), m.target.get("triple")], (str,)),
+                ("input name and dtype", [m.input.get("name"), m.input.get("dtype")], (str,)),
+                ("input shape", [m.input.get("shape")], (list,)), ("cut shape", [m.cut.get("shape")], (list,)),
+                ("cut dtype", [m.cut.get("dtype")], (str,)), ("optimizer lr", [m.optimizer.get("lr")], (int, float))]
+    for where, values, types in entries:
+        for value in values:
+            if not _is(value, types):
+                raise ValueError(f"manifest {where} has an entry of the wrong type: {json.dumps(value)[:60]}")
+
+
 def check_fields(m: Manifest) -> None:
     """Raises ValueError naming the first field whose value breaks the contract."""
+    _check_types(m)
     if m.format_version != FORMAT_VERSION:
         raise ValueError(f"manifest format_version is {m.format_version!r}; this runtime reads {FORMAT_VERSION}")
     if m.target.get("name") not in TARGET_NAMES or not m.target.get("triple"):

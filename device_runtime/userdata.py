@@ -54,7 +54,8 @@ def check_vocabulary(path: Path, recorded: np.ndarray, model: DeviceModel) -> No
     """Refuses token ids made with a vocabulary other than the bundle's (named by its sha256)."""
     theirs = str(recorded) if recorded.shape == () and recorded.dtype.kind == "U" else None
     if not is_sha256(theirs):
-        raise ValueError(f"user data {path}: vocab_sha256 must be one sha256 hex string, got {recorded!r}")
+        got = repr(theirs[:72]) if theirs is not None else f"an array of {recorded.dtype} shape {list(recorded.shape)}"
+        raise ValueError(f"user data {path}: vocab_sha256 must be one sha256 hex string, got {got}")
     ours = vocab_sha256(model.bundle.tokenizer.vocab) if model.manifest.tokenizer is not None else None
     if theirs != ours:
         raise ValueError(f"user data {path} was made with another vocabulary (sha256 {theirs}), not this "
