@@ -3,7 +3,9 @@
 Tunes every fused TIR function of the module it is given, so the update module's gradient
 kernels (conv2d data/weight gradients, matmul gradients) are tuned along with the forward ones.
 A task already tuned with at least its share of the budget (kept in the database directory)
-is not tuned again.
+is not tuned again. A tuning run writes into a staging copy of the database and replaces the
+database's files atomically only when it ends, so a killed or failed run leaves the database as
+it was (MetaSchedule itself appends to its files as it goes).
 """
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ import logging
 import math
 import os
 import re
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +151,28 @@ def _foreign_handlers_detached():
             logger.addHandler(handler)
 
 
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")  # workloads first: records index them
+
+
+@contextlib.contextmanager
+def staged_database(database_dir: Path) -> Iterator[ms.database.JSONDatabase]:
+    """A JSONDatabase over a staging copy of `database_dir`'s files; on a normal exit its files
+    replace the database's, each atomically; on an exception (or a kill) the database is untouched."""
+    for leftover in database_dir.glob(".staging-*"):  # of a run killed before it ended
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=database_dir))
+    try:
+        for name in DATABASE_FILES:
+            if (database_dir / name).is_file():
+                shutil.copyfile(database_dir / name, staging / name)
+        yield ms.database.JSONDatabase(work_dir=str(staging))
+        for name in DATABASE_FILES:
+            if (staging / name).is_file():
+                atomic_write_bytes(database_dir / name, (staging / name).read_bytes())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, database_dir: Path | None,
                 progress: bool = True) -> TuningResult:
     """Tunes `mod` for `target` with about `trials` candidates measured in all, then applies the database.
@@ -166,7 +193,6 @@ def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, da
     os.environ.setdefault("TVM_NUM_THREADS", str(target.attrs.get("num-cores") or 1))
     database_dir = Path(database_dir) if database_dir is not None else default_database_dir(target)
     database_dir.mkdir(parents=True, exist_ok=True)
-    database = ms.database.JSONDatabase(work_dir=str(database_dir))
     import_tensor_intrinsics()
 
     prepared = prepare_for_tuning(mod, target)
@@ -178,30 +204,36 @@ def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, da
     pending = [t for t in tasks if trials > 0 and spent.get(_workload_key(t.dispatched[0]), 0) < per_task]
 
     measured = failed = 0
-    if pending:
-        # The per-task tables go to database_dir/logs; the console gets the progress bar.
-        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-        with _foreign_handlers_detached():
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                pending, work_dir=str(database_dir), strategy=search_strategy(per_task), seed=0)
-        budget = per_task * len(pending)
-        builder = PersistentPoolBuilder(max_workers=min(2, os.cpu_count() or 1))
-        with tqdm(total=budget, unit="trial", desc=f"tuning {len(pending)} tasks",
-                  disable=None if progress else True) as bar:
-            counter = _TrialProgress(bar)
-            try:
-                ms.tune_tasks(
-                    tasks=contexts, task_weights=weights, work_dir=str(database_dir),
-                    max_trials_global=budget, max_trials_per_task=per_task,
-                    builder=builder, runner=ms.runner.LocalRunner(timeout_sec=30), database=database,
-                    cost_model="xgb", measure_callbacks=ms.MeasureCallback.create("default") + [counter])
-            finally:
-                builder.close()
-            measured, failed = counter.trials, counter.failed
-        _record_budgets(database_dir, [t.dispatched[0] for t in pending], per_task)
-
-    with target, database:
-        tuned = relax.transform.MetaScheduleApplyDatabase()(prepared)
+    with staged_database(database_dir) as database:
+        if pending:
+            measured, failed = _tune_tasks(pending, per_task, database, database_dir, progress)
+            _record_budgets(database_dir, [t.dispatched[0] for t in pending], per_task)
+        with target, database:
+            tuned = relax.transform.MetaScheduleApplyDatabase()(prepared)
     return TuningResult(mod=tuned, trials=measured, failed_trials=failed, tasks=len(tasks),
                         tuned_tasks=len(pending), seconds=time.perf_counter() - start,
                         database_dir=database_dir)
+
+
+def _tune_tasks(pending: list, per_task: int, database: ms.database.Database, database_dir: Path,
+                progress: bool) -> tuple[int, int]:
+    """Runs MetaSchedule on `pending` tasks, `per_task` trials each; (trials measured, failed)."""
+    # The per-task tables go to database_dir/logs; the console gets the progress bar.
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    with _foreign_handlers_detached():
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            pending, work_dir=str(database_dir), strategy=search_strategy(per_task), seed=0)
+    budget = per_task * len(pending)
+    builder = PersistentPoolBuilder(max_workers=min(2, os.cpu_count() or 1))
+    with tqdm(total=budget, unit="trial", desc=f"tuning {len(pending)} tasks",
+              disable=None if progress else True) as bar:
+        counter = _TrialProgress(bar)
+        try:
+            ms.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=str(database_dir),
+                max_trials_global=budget, max_trials_per_task=per_task,
+                builder=builder, runner=ms.runner.LocalRunner(timeout_sec=30), database=database,
+                cost_model="xgb", measure_callbacks=ms.MeasureCallback.create("default") + [counter])
+        finally:
+            builder.close()
+        return counter.trials, counter.failed

@@ -93,3 +93,29 @@ def test_a_handler_attached_by_someone_else_does_not_break_tuning(tmp_path):
         assert stranger in logger.handlers
     finally:
         logger.removeHandler(stranger)
+
+
+def test_a_tuning_run_that_fails_leaves_the_database_as_it_was(tmp_path):
+    """Records reach the database only when a run ends; a run killed or failed midway adds none."""
+    from tvm import te
+
+    from compiler.tuning import DATABASE_FILES, staged_database
+
+    def workload(n: int) -> tvm.IRModule:
+        a = te.placeholder((n,), name="a")
+        return tvm.IRModule({"main": te.create_prim_func([a, te.compute((n,), lambda i: a[i] * 2, name="b")])})
+
+    with staged_database(tmp_path) as database:
+        database.commit_workload(workload(8))
+    before = {name: (tmp_path / name).read_bytes() for name in DATABASE_FILES}
+    assert before["database_workload.json"].count(b"\n") == 1
+    with pytest.raises(RuntimeError, match="killed"):
+        with staged_database(tmp_path) as database:
+            database.commit_workload(workload(16))
+            raise RuntimeError("killed")
+    assert {name: (tmp_path / name).read_bytes() for name in DATABASE_FILES} == before
+    assert not list(tmp_path.glob(".staging-*"))
+    with staged_database(tmp_path) as database:
+        assert len(database) == 0 and database.has_workload(workload(8))
+        database.commit_workload(workload(16))
+    assert (tmp_path / "database_workload.json").read_bytes().count(b"\n") == 2
