@@ -9,6 +9,11 @@ Pruning contract: `prunable_groups()` maps each group of units that can be remov
 their gate blocks) to its current size; `unit_norms(group)` ranks the units by the L2 norm of
 their weights; `keep_units(group, idx)` rebuilds the affected layers smaller and records the
 new size in `config`, so `build_model(task, **model.config)` makes a model of the same shape.
+
+Low-rank contract (cloud_pretrain/lowrank.py): `rank_groups()` maps each layer that can be
+factorised by truncated SVD to its current rank (min(in, out) while it is not factorised);
+`set_rank(group, rank)` factorises it, or truncates its factors, and records the rank in
+`config["ranks"]`. Pruning a group that feeds a factorised layer cuts the layer's first factor.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-from cloud_pretrain import surgery
+from cloud_pretrain import lowrank, surgery
+from cloud_pretrain.lowrank import LowRankLinear
 
 
 class StagedModel(nn.Module):
@@ -46,6 +52,33 @@ class StagedModel(nn.Module):
     def keep_units(self, group: str, idx: torch.Tensor) -> None:
         raise NotImplementedError
 
+    def rank_groups(self) -> dict[str, int]:
+        return {}
+
+    def set_rank(self, group: str, rank: int) -> None:
+        raise NotImplementedError
+
+    def check_rank_group(self, group: str) -> None:
+        """Raises naming the factorisable layers when `group` is not one."""
+        groups = self.rank_groups()
+        if group not in groups:
+            raise ValueError(f"unknown factorisable layer {group!r}; this model has: {', '.join(groups) or 'none'}")
+
+    def _refit_ranks(self) -> None:
+        """Factors wider than the rank pruning left them are refit at that rank: exact, since
+        their product has no higher rank."""
+        for group, stored in list(self.config.get("ranks", {}).items()):
+            rank = self.rank_groups()[group]
+            if rank < stored:
+                self.set_rank(group, rank)
+
+    def _apply_ranks(self, ranks: dict[str, int] | None) -> None:
+        """Factorises the layers `ranks` names (a model rebuilt from its config); weights come later."""
+        self.config["ranks"] = {}
+        for group, rank in (ranks or {}).items():
+            self.check_rank_group(group)
+            self.set_rank(group, rank)
+
     def check_group(self, group: str) -> None:
         """Raises naming the valid groups when `group` is not one."""
         groups = self.prunable_groups()
@@ -54,14 +87,48 @@ class StagedModel(nn.Module):
 
 
 class LSTMLayer(nn.Module):
-    """One LSTM layer returning its whole output sequence (batch first)."""
+    """One LSTM layer returning its whole output sequence (batch first).
+
+    `project` (None until the input weights are factorised) is the bias-free first factor of
+    W_ih: the LSTM then reads `project(x)`, of the factorisation's rank.
+    """
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
+        self.project: nn.Linear | None = None
         self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
 
+    @property
+    def input_size(self) -> int:
+        return self.project.in_features if self.project is not None else self.lstm.input_size
+
+    def input_rank(self) -> int:
+        """The rank of the input weights: at most min(4h, in), and the projection's size."""
+        full = min(surgery.LSTM_GATES * self.lstm.hidden_size, self.input_size)
+        return full if self.project is None else min(self.project.out_features, full)
+
+    def factorise_input(self, rank: int) -> None:
+        self.project, self.lstm = lowrank.factorise_lstm_input(self.lstm, self.project, rank)
+
+    def keep_inputs(self, idx: torch.Tensor) -> None:
+        """Keeps input features `idx` (the previous layer's pruned units)."""
+        if self.project is not None:
+            self.project = surgery.linear_keep(self.project, in_idx=idx)
+        else:
+            self.lstm = surgery.lstm_keep(self.lstm, in_idx=idx)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.project is not None:
+            x = self.project(x)
         return self.lstm(x)[0]
+
+
+def linear_keep_inputs(layer: nn.Linear | LowRankLinear, idx: torch.Tensor) -> nn.Linear | LowRankLinear:
+    """`layer` keeping input columns `idx`; a factorised layer's first factor is cut."""
+    if isinstance(layer, LowRankLinear):
+        layer.down = surgery.linear_keep(layer.down, in_idx=idx)
+        return layer
+    return surgery.linear_keep(layer, in_idx=idx)
 
 
 class LastStep(nn.Module):
@@ -78,10 +145,11 @@ class NextWordLSTM(StagedModel):
     `hidden2_size` (default: `hidden_size`) lets pruning shrink the two LSTM layers apart.
     Prunable groups: `embed` (embedding dimensions, read by lstm1's input weights), `lstm1`
     and `lstm2` (hidden units: four gate rows each, read by the next layer's input columns).
+    Factorisable layers (`ranks`): `lstm1` and `lstm2` (input weights W_ih), `fc` (the head).
     """
 
     def __init__(self, vocab_size: int, embed_dim: int = 64, hidden_size: int = 128,
-                 hidden2_size: int | None = None) -> None:
+                 hidden2_size: int | None = None, ranks: dict[str, int] | None = None) -> None:
         super().__init__()
         hidden2_size = hidden2_size or hidden_size
         self.config = {"vocab_size": vocab_size, "embed_dim": embed_dim, "hidden_size": hidden_size,
@@ -90,7 +158,8 @@ class NextWordLSTM(StagedModel):
         self.lstm1 = LSTMLayer(embed_dim, hidden_size)
         self.lstm2 = LSTMLayer(hidden_size, hidden2_size)
         self.last = LastStep()
-        self.fc = nn.Linear(hidden2_size, vocab_size)
+        self.fc: nn.Linear | LowRankLinear = nn.Linear(hidden2_size, vocab_size)
+        self._apply_ranks(ranks)
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         return [("embed", self.embed), ("lstm1", self.lstm1), ("lstm2", self.lstm2),
@@ -110,16 +179,29 @@ class NextWordLSTM(StagedModel):
         self.check_group(group)
         if group == "embed":
             self.embed = surgery.embedding_keep(self.embed, idx)
-            self.lstm1.lstm = surgery.lstm_keep(self.lstm1.lstm, in_idx=idx)
+            self.lstm1.keep_inputs(idx)
             self.config["embed_dim"] = len(idx)
         elif group == "lstm1":
             self.lstm1.lstm = surgery.lstm_keep(self.lstm1.lstm, hidden_idx=idx)
-            self.lstm2.lstm = surgery.lstm_keep(self.lstm2.lstm, in_idx=idx)
+            self.lstm2.keep_inputs(idx)
             self.config["hidden_size"] = len(idx)
         else:
             self.lstm2.lstm = surgery.lstm_keep(self.lstm2.lstm, hidden_idx=idx)
-            self.fc = surgery.linear_keep(self.fc, in_idx=idx)
+            self.fc = linear_keep_inputs(self.fc, idx)
             self.config["hidden2_size"] = len(idx)
+        self._refit_ranks()
+
+    def rank_groups(self) -> dict[str, int]:
+        return {"lstm1": self.lstm1.input_rank(), "lstm2": self.lstm2.input_rank(),
+                "fc": lowrank.current_rank(self.fc)}
+
+    def set_rank(self, group: str, rank: int) -> None:
+        self.check_rank_group(group)
+        if group == "fc":
+            self.fc = lowrank.factorise(self.fc, rank)
+        else:
+            getattr(self, group).factorise_input(rank)
+        self.config["ranks"][group] = rank
 
 
 class GlobalPool(nn.Module):
@@ -141,10 +223,11 @@ class MobileNetV2Image(StagedModel):
     residual block: expansion filters, their depthwise conv, the projection's inputs) and
     `features.18` (last 1x1 conv, read by the classifier). Block outputs are not prunable:
     residual additions tie them across blocks. `channels` holds the pruned group sizes.
+    Factorisable layer (`ranks`): `classifier` (its Linear).
     """
 
     def __init__(self, num_classes: int = 62, width_mult: float = 0.5,
-                 channels: dict[str, int] | None = None) -> None:
+                 channels: dict[str, int] | None = None, ranks: dict[str, int] | None = None) -> None:
         super().__init__()
         net = mobilenet_v2(weights=None, num_classes=num_classes, width_mult=width_mult)
         stem = net.features[0][0]
@@ -158,6 +241,7 @@ class MobileNetV2Image(StagedModel):
             if not 0 < size <= self.prunable_groups()[group]:
                 raise ValueError(f"channels[{group!r}] = {size} is outside 1..{self.prunable_groups()[group]}")
             self.keep_units(group, torch.arange(size))
+        self._apply_ranks(ranks)
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         feats = [(f"features.{i}", layer) for i, layer in enumerate(self.features)]
@@ -185,7 +269,7 @@ class MobileNetV2Image(StagedModel):
         producer[1] = surgery.batchnorm_keep(producer[1], idx)
         i = int(group.split(".")[1])
         if i == len(self.features) - 1:
-            self.classifier[1] = surgery.linear_keep(self.classifier[1], in_idx=idx)
+            self.classifier[1] = linear_keep_inputs(self.classifier[1], idx)
         else:
             # The depthwise conv after the producer (block 1's own for the stem), then the projection.
             block = self.features[1] if i == 0 else self.features[i]
@@ -194,6 +278,15 @@ class MobileNetV2Image(StagedModel):
             dw[1] = surgery.batchnorm_keep(dw[1], idx)
             block.conv[1 if i == 0 else 2] = surgery.conv_keep(project, in_idx=idx)
         self.config["channels"][group] = len(idx)
+        self._refit_ranks()
+
+    def rank_groups(self) -> dict[str, int]:
+        return {"classifier": lowrank.current_rank(self.classifier[1])}
+
+    def set_rank(self, group: str, rank: int) -> None:
+        self.check_rank_group(group)
+        self.classifier[1] = lowrank.factorise(self.classifier[1], rank)
+        self.config["ranks"][group] = rank
 
 
 DEFAULT_CUT = {"nwp": "fc", "image": "classifier"}

@@ -1,5 +1,10 @@
-"""Magnitude filter pruning: one round removes the K units of one group with the smallest
-L2 norm, and the model shrinks (every dependent tensor is cut too; nothing is masked)."""
+"""Compression moves of the search: magnitude filter pruning and low-rank factorisation.
+
+Pruning removes the K units of one group with the smallest L2 norm, and the model shrinks
+(every dependent tensor is cut too; nothing is masked). Factorisation lowers the rank of one
+layer by K (truncated SVD, cloud_pretrain/lowrank.py). The search sees both as groups of one
+namespace: unit groups by their names, rank groups as `<layer>/rank`.
+"""
 from __future__ import annotations
 
 import copy
@@ -7,9 +12,11 @@ from collections.abc import Callable
 
 import torch
 
+from cloud_pretrain.lowrank import MIN_RANK
 from cloud_pretrain.models import StagedModel
 
 MIN_UNITS = 1
+RANK_SUFFIX = "/rank"
 
 
 def prune_units(model: StagedModel, group: str, k: int) -> StagedModel:
@@ -24,23 +31,56 @@ def prune_units(model: StagedModel, group: str, k: int) -> StagedModel:
     return model
 
 
+def lower_rank(model: StagedModel, layer: str, k: int) -> StagedModel:
+    """Lowers the rank of `layer` by `k` in place (truncated SVD) and returns the model."""
+    model.check_rank_group(layer)
+    rank = model.rank_groups()[layer]
+    if not 0 < k <= rank - MIN_RANK:
+        raise ValueError(f"cannot lower the rank {rank} of {layer!r} by {k}: at least {MIN_RANK} must stay")
+    model.set_rank(layer, rank - k)
+    return model
+
+
+def search_groups(model: StagedModel, ranks: bool = True) -> dict[str, int]:
+    """Every group the search may shrink, with its size: unit groups, then `<layer>/rank`
+    groups (with `ranks`)."""
+    groups = dict(model.prunable_groups())
+    if ranks:
+        groups.update({layer + RANK_SUFFIX: rank for layer, rank in model.rank_groups().items()})
+    return groups
+
+
+def shrink(model: StagedModel, group: str, k: int) -> StagedModel:
+    """Removes `k` units of a unit group, or `k` of the rank of a `<layer>/rank` group, in place."""
+    if group.endswith(RANK_SUFFIX):
+        return lower_rank(model, group[:-len(RANK_SUFFIX)], k)
+    return prune_units(model, group, k)
+
+
 def pruned_copy(model: StagedModel, group: str, k: int) -> StagedModel:
-    """A pruned deep copy; `model` is left as it was."""
-    return prune_units(copy.deepcopy(model), group, k)
+    """A shrunk deep copy (`shrink`); `model` is left as it was."""
+    return shrink(copy.deepcopy(model), group, k)
 
 
 def units_for_target(model: StagedModel, group: str, measure: Callable[[StagedModel], float],
-                     target: float) -> int | None:
-    """The fewest units of `group` whose removal brings `measure` to `target` or below
-    (binary search; resources fall as units go), or None when no removal reaches it."""
-    size = model.prunable_groups()[group]
-    lo, hi = 1, size - MIN_UNITS
-    if hi < lo or measure(pruned_copy(model, group, hi)) > target:
+                     target: float, grid: int | None = None) -> int | None:
+    """The fewest units (or ranks) of `group` whose removal brings `measure` to `target` or
+    below (binary search; resources fall as units go), or None when no removal reaches it.
+    `grid`: try only removals that leave multiples of size/grid (for measured resources, where
+    every try is a compile and a timing run)."""
+    size = search_groups(model)[group]
+    hi = size - MIN_UNITS
+    if hi < 1:
         return None
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if measure(pruned_copy(model, group, mid)) <= target:
-            hi = mid
+    ks = list(range(1, hi + 1)) if grid is None else \
+        sorted({min(hi, max(1, size - round(size * i / grid))) for i in range(grid)})
+    if measure(pruned_copy(model, group, ks[-1])) > target:
+        return None
+    lo, top = 0, len(ks) - 1
+    while lo < top:
+        mid = (lo + top) // 2
+        if measure(pruned_copy(model, group, ks[mid])) <= target:
+            top = mid
         else:
             lo = mid + 1
-    return lo
+    return ks[lo]

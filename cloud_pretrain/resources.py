@@ -1,9 +1,10 @@
 """Resource(model) for the budgeted search: FLOPs, parameter bytes, or measured latency.
 
 A `Resource` is a name, a unit and a `measure(model) -> float`. FLOPs and bytes are counted
-exactly from the layers' shapes; latency is measured by a `LatencyMeter`, a callable that
-times one forward pass of a model: `local_latency` times it on this machine, and a meter that
-times it on a phone through a device transport plugs in the same way.
+exactly from the layers' shapes. `latency` is the real NetAdapt's: a `LatencyMeter` given by
+the caller compiles the model and times it on the target device (autlearn/target_latency.py;
+cloud_pretrain never imports the compiler). `host-latency` times one PyTorch forward pass on
+this workstation: cheap, but not the device's figure, and named so.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from torch import nn
 from cloud_pretrain.models import StagedModel, example_input
 
 LatencyMeter = Callable[[StagedModel, str], float]  # (model, task) -> milliseconds
-RESOURCE_NAMES = ("flops", "params", "latency")
+RESOURCE_NAMES = ("flops", "params", "latency", "host-latency")
+MEASURED_GRID = 8  # a measured resource tries removals leaving multiples of 1/8 of a group
 
 
 def count_flops(model: StagedModel, task: str, length: int = 10) -> int:
@@ -74,8 +76,8 @@ def median_ms(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) -> f
     return statistics.median(times)
 
 
-def local_latency(model: StagedModel, task: str, repeats: int = 20) -> float:
-    """Median milliseconds of one inference (batch 1) on this machine, in PyTorch eager."""
+def host_latency(model: StagedModel, task: str, repeats: int = 20) -> float:
+    """Median milliseconds of one inference (batch 1) on this workstation, in PyTorch eager."""
     x = example_input(task, model, batch=1)
     was_training = model.training
     model.eval()
@@ -92,14 +94,21 @@ class Resource:
     name: str
     unit: str
     measure: Callable[[StagedModel], float]
+    grid: int | None = None  # measured resources: see cloud_pretrain.prune.units_for_target
 
 
-def make_resource(name: str, task: str, latency_meter: LatencyMeter = local_latency) -> Resource:
-    """The resource `name` (flops, params or latency) of a `task` model."""
+def make_resource(name: str, task: str, latency_meter: LatencyMeter | None = None) -> Resource:
+    """The resource `name` (flops, params, latency or host-latency) of a `task` model;
+    `latency` needs the target's `latency_meter`."""
     if name == "flops":
         return Resource("flops", "FLOPs", lambda m: float(count_flops(m, task)))
     if name == "params":
         return Resource("params", "bytes", lambda m: float(parameter_bytes(m)))
+    if name == "host-latency":
+        return Resource("host-latency", "ms", lambda m: host_latency(m, task))
     if name == "latency":
-        return Resource("latency", "ms", lambda m: latency_meter(m, task))
+        if latency_meter is None:
+            raise ValueError("resource 'latency' is timed on the target: give a latency meter (autlearn prune "
+                             "--transport), or use host-latency for PyTorch on this machine")
+        return Resource("latency", "ms", lambda m: latency_meter(m, task), grid=MEASURED_GRID)
     raise ValueError(f"unknown resource {name!r}; choose one of: {', '.join(RESOURCE_NAMES)}")

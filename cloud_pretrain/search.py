@@ -1,11 +1,13 @@
-"""Budgeted pruning search, after NetAdapt (Yang et al., 2018).
+"""Budgeted compression search, after NetAdapt (Yang et al., 2018).
 
-Maximise validation accuracy subject to Resource(model) <= Budget. Each iteration asks for a
-fixed drop of the resource (a fraction of the unpruned model's); every prunable group
-proposes the fewest lowest-norm units whose removal reaches it, each proposal is briefly
-fine-tuned and scored on held-out data, and the most accurate one is kept. When a budget is
-met the model is fine-tuned longer, a copy joins the family, and the next, smaller budget
-continues from it.
+Maximise accuracy subject to Resource(model) <= Budget. Each iteration asks for a fixed drop of
+the resource (a fraction of the unpruned model's); every group proposes the smallest shrink that
+reaches it: the fewest lowest-norm units of a unit group, or the least rank of a factorisable
+layer (truncated SVD), so one model may mix both. Each proposal is briefly fine-tuned and
+scored on the search split, and the most accurate one is kept. When a budget is met the model
+is fine-tuned longer, scored on the search split, a copy joins the family, and the next,
+smaller budget continues from it. The search never sees any other data: the family is judged
+on a held-out split by the caller (cloud_pretrain/family.py).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from cloud_pretrain.models import StagedModel
-from cloud_pretrain.prune import pruned_copy, units_for_target
+from cloud_pretrain.prune import pruned_copy, search_groups, units_for_target
 from cloud_pretrain.resources import Resource
 from cloud_pretrain.train import Buckets, TrainConfig, evaluate, fine_tune, head
 
@@ -28,8 +30,9 @@ class SearchConfig:
     step_fraction: float = 0.1  # resource removed per iteration, as a fraction of the unpruned model's
     short_steps: int = 20  # fine-tuning of each proposal
     long_steps: int = 200  # fine-tuning of each family member
-    eval_examples: int = 1000  # validation examples that score proposals
+    eval_examples: int = 1000  # search-split examples that score proposals
     lr_scale: float = 0.3  # fine-tuning learning rate, relative to pretraining's
+    factorise: bool = True  # rank groups (SVD) beside unit groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +45,11 @@ class Budget:
 
 @dataclasses.dataclass
 class Member:
-    """A pruned model of the family, with what it achieved."""
+    """A model of the family, with what it achieved on the search split."""
 
     budget: Budget
     resource: float
-    accuracy: float
+    search_accuracy: float
     model: StagedModel
 
 
@@ -69,27 +72,28 @@ def parse_budgets(text: str, unpruned: float) -> list[Budget]:
     return sorted(budgets, key=lambda b: -b.value)
 
 
-def _proposals(model: StagedModel, resource: Resource, value: float, target: float,
+def _proposals(model: StagedModel, resource: Resource, value: float, target: float, factorise: bool,
                halvings: int = 6) -> list[tuple[str, int]]:
     """(group, units to remove) for each group that alone brings the resource to `target`.
     When no group can, the drop asked for is halved (a few times) rather than giving up."""
     for _ in range(halvings + 1):
-        found = [(group, k) for group in model.prunable_groups()
-                 if (k := units_for_target(model, group, resource.measure, target)) is not None]
+        found = [(group, k) for group in search_groups(model, ranks=factorise)
+                 if (k := units_for_target(model, group, resource.measure, target, resource.grid)) is not None]
         if found:
             return found
         target = value - (value - target) / 2
     return []
 
 
-def netadapt(model: StagedModel, train: Buckets, val: Buckets, resource: Resource, budgets: list[Budget],
+def netadapt(model: StagedModel, train: Buckets, search: Buckets, resource: Resource, budgets: list[Budget],
              train_config: TrainConfig, config: SearchConfig = SearchConfig(), seed: int = 0,
              on_member: Callable[[Member], None] | None = None,
              log: Callable[[str], None] = print) -> list[Member]:
-    """The family of pruned models, one per budget (largest budget first)."""
+    """The family of compressed models, one per budget (largest budget first); `search` is the
+    only data that scores proposals and members."""
     torch.manual_seed(seed)  # dropout draws from the global generator: one seed, one family
     tune = dataclasses.replace(train_config, lr=train_config.lr * config.lr_scale)
-    score_set = head(val, config.eval_examples)
+    score_set = head(search, config.eval_examples)
     unpruned = resource.measure(model)
     current, iteration, family = copy.deepcopy(model), 0, []
     for budget in sorted(budgets, key=lambda b: -b.value):
@@ -97,7 +101,7 @@ def netadapt(model: StagedModel, train: Buckets, val: Buckets, resource: Resourc
         while value > budget.value:
             iteration += 1
             target = max(value - config.step_fraction * unpruned, budget.value)
-            proposals = _proposals(current, resource, value, target)
+            proposals = _proposals(current, resource, value, target, config.factorise)
             best: tuple[float, str, int, StagedModel] | None = None
             for group, k in proposals:
                 candidate = pruned_copy(current, group, k)
@@ -110,12 +114,13 @@ def netadapt(model: StagedModel, train: Buckets, val: Buckets, resource: Resourc
                                    f"no group can be pruned further below {value:g} {resource.unit}")
             accuracy, group, k, current = best
             value = resource.measure(current)
-            log(f"iteration {iteration}: removed {k} units of {group}: {resource.name} {value:g} {resource.unit}, "
-                f"proposal accuracy {accuracy:.4f}")
+            log(f"iteration {iteration}: removed {k} of {group}: {resource.name} {value:g} {resource.unit}, "
+                f"proposal accuracy {accuracy:.4f} (search split)")
         fine_tune(current, train, tune, seed + 10_000 + iteration, config.long_steps, desc=f"fine-tune {budget.label}")
-        member = Member(budget, resource.measure(current), evaluate(current, val)["accuracy"],
+        member = Member(budget, resource.measure(current), evaluate(current, search)["accuracy"],
                         copy.deepcopy(current))
-        log(f"budget {budget.label}: {resource.name} {member.resource:g} {resource.unit}, accuracy {member.accuracy:.4f}")
+        log(f"budget {budget.label}: {resource.name} {member.resource:g} {resource.unit}, "
+            f"search-split accuracy {member.search_accuracy:.4f}")
         family.append(member)
         if on_member is not None:
             on_member(member)

@@ -213,12 +213,14 @@ def _tune(modules: dict[str, tvm.IRModule], spec: TargetSpec, trials: int,
           tuning_db: str | Path | None) -> tuple[dict[str, tvm.IRModule], Path, dict[str, Any]]:
     """MetaSchedule-tuned modules (compiler.tuning), their database directory, and per module
     how many trials ran (a reused database runs none): the bundle keeps it in tuning/summary.json."""
-    from compiler.tuning import tune_module
+    from compiler.tuning import tune_module, tuning_device
 
-    results = {key: tune_module(mod, spec.tvm_target(), trials=trials,
-                                database_dir=Path(tuning_db) if tuning_db is not None else None)
-               for key, mod in modules.items()}
+    with tuning_device(spec.name) as device:  # linux-arm64: the emulated device's RPC server measures
+        results = {key: tune_module(mod, spec.tvm_target(), trials=trials, device=device,
+                                    database_dir=Path(tuning_db) if tuning_db is not None else None)
+                   for key, mod in modules.items()}
+    measured_on = device.description if device is not None else "this machine"
     summary = {key: {"trials": r.trials, "failed_trials": r.failed_trials, "tasks": r.tasks,
-                     "tuned_tasks": r.tuned_tasks, "seconds": round(r.seconds, 1)}
+                     "tuned_tasks": r.tuned_tasks, "seconds": round(r.seconds, 1), "measured_on": measured_on}
                for key, r in results.items()}
     return {key: r.mod for key, r in results.items()}, results["forward"].database_dir, summary

@@ -28,14 +28,18 @@ from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def _build_and_export(mod: tvm.IRModule, target: tvm.target.Target) -> str:
-    """In a worker: what MetaSchedule's default build does, minus the tensor_intrin import."""
+def _build_and_export(mod: tvm.IRModule, target: tvm.target.Target, cross_compiler: str | None = None) -> str:
+    """In a worker: what MetaSchedule's default build does, minus the tensor_intrin import; with
+    a cross compiler, a shared object linked for the device (an RPC server there cannot link a tar)."""
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+    from tvm.support.cc import cross_compiler as linked_by
     from tvm.support.tar import tar
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    path = os.path.join(tempfile.mkdtemp(prefix="autlearn_ms_"), "candidate." + tar.output_format)
-    tvm.tirx.build(mod, target=target).export_library(path, fcompile=tar)
+    fcompile = tar if cross_compiler is None else linked_by(cross_compiler)
+    suffix = tar.output_format if cross_compiler is None else "so"
+    path = os.path.join(tempfile.mkdtemp(prefix="autlearn_ms_"), "candidate." + suffix)
+    tvm.tirx.build(mod, target=target).export_library(path, fcompile=fcompile)
     return path
 
 
@@ -43,19 +47,20 @@ def _build_and_export(mod: tvm.IRModule, target: tvm.target.Target) -> str:
 class PersistentPoolBuilder(PyBuilder):
     """Builds candidates in a pool of worker processes started once and kept for the run."""
 
-    def __init__(self, max_workers: int = 2, timeout_sec: float = 30.0) -> None:
+    def __init__(self, max_workers: int = 2, timeout_sec: float = 30.0, cross_compiler: str | None = None) -> None:
         super().__init__()
         if max_workers < 1 or timeout_sec <= 0:
             raise ValueError(f"need max_workers >= 1 and timeout_sec > 0, got {max_workers}, {timeout_sec}")
         self.max_workers = max_workers
         self.timeout_sec = timeout_sec
+        self.cross_compiler = cross_compiler  # e.g. aarch64-linux-gnu-gcc: candidates for an RPC device
         self._pool: PopenPoolExecutor | None = None
 
     def build(self, build_inputs: list[BuilderInput]) -> list[BuilderResult]:
         if self._pool is None:
             self._pool = PopenPoolExecutor(max_workers=self.max_workers, timeout=self.timeout_sec)
         results = []
-        jobs = [(inp.mod, inp.target) for inp in build_inputs]
+        jobs = [(inp.mod, inp.target, self.cross_compiler) for inp in build_inputs]
         for res in self._pool.map_with_error_catching(lambda job: _build_and_export(*job), jobs):
             if res.status == StatusKind.COMPLETE:
                 results.append(BuilderResult(res.value, None))

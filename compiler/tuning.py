@@ -10,18 +10,22 @@ it was (MetaSchedule itself appends to its files as it goes).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cloudpickle
+import numpy as np
 import tvm
 import tvm_ffi
 from tqdm import tqdm
@@ -32,6 +36,79 @@ from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
 from compiler.ms_builder import PersistentPoolBuilder, import_tensor_intrinsics
 from device_runtime.files import atomic_write_bytes, cache_dir
+
+# The RPC runner's session and argument functions reach its worker processes by value, so the
+# workers never import this package (or torch through it).
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@dataclass(frozen=True)
+class RPCDevice:
+    """A TVM RPC server on a device that runs the candidates of a target this machine cannot run."""
+
+    host: str
+    port: int
+    cross_compiler: str  # links each candidate into a shared object the device loads
+    description: str  # where times are measured, said in the output
+
+
+def _connect(host: str, port: int, rpc_config: ms.runner.RPCConfig):
+    """In a runner worker: a session with the device's server (no tracker)."""
+    from tvm import rpc
+
+    return rpc.connect(host, port, session_timeout=rpc_config.session_timeout_sec)
+
+
+def _alloc_arguments(session, device, args_info, alloc_repeat: int) -> list:
+    """In a runner worker: candidate arguments made here and copied over (the device's runtime has
+    no random_fill). Integers are zeros: a random label or index read out of bounds crashed a
+    candidate (TVM_NOTES), and zeros are in range for every gather."""
+    import tvm as worker_tvm
+
+    rng = np.random.default_rng(0)
+
+    def tensor(info) -> worker_tvm.runtime.Tensor:
+        _, dtype, shape = info
+        if "float" in dtype:
+            value = rng.uniform(-1, 1, size=shape).astype(dtype)
+        else:
+            value = np.zeros(shape, dtype=dtype)
+        return worker_tvm.runtime.tensor(value, device)
+
+    return [[tensor(info) for info in args_info] for _ in range(alloc_repeat)]
+
+
+@contextlib.contextmanager
+def tuning_device(target_name: str) -> Iterator[RPCDevice | None]:
+    """The device that measures a target's candidates: None for the host (this machine), the
+    emulated arm64 device for linux-arm64 once `autlearn emulator setup` built it (its RPC
+    server runs while the block does), else None (tune_module then refuses)."""
+    if target_name != "linux-arm64":
+        yield None
+        return
+    from android_harness.emulator import EmulatorRoot
+    from android_harness.qemu import QemuTransport
+
+    from compiler.targets import ARM64_LINUX_CC
+
+    if not EmulatorRoot().is_ready():
+        yield None
+        return
+    with QemuTransport() as emulated:
+        host, port = emulated.rpc_address
+        yield RPCDevice(host, port, ARM64_LINUX_CC, f"{emulated.description} (emulated: the times rank candidates "
+                                                    "against each other, they are not phone times)")
+
+
+def rpc_runner(device: RPCDevice) -> ms.runner.RPCRunner:
+    """MetaSchedule's RPC runner measuring on `device`, one candidate at a time (a device's server
+    serves one session at a time)."""
+    return ms.runner.RPCRunner(
+        rpc_config=ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key="direct",
+                                       session_timeout_sec=120),
+        evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=0),
+        f_create_session=functools.partial(_connect, device.host, device.port),
+        f_alloc_argument=_alloc_arguments, max_workers=1)
 
 @dataclass(frozen=True)
 class TuningResult:
@@ -174,19 +251,24 @@ def staged_database(database_dir: Path) -> Iterator[ms.database.JSONDatabase]:
 
 
 def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, database_dir: Path | None,
-                progress: bool = True) -> TuningResult:
+                progress: bool = True, device: RPCDevice | None = None) -> TuningResult:
     """Tunes `mod` for `target` with about `trials` candidates measured in all, then applies the database.
 
     The budget is spread evenly over the tasks (MetaSchedule otherwise spends it on the first
     ones). Records go to `database_dir` (a JSON database, created if missing; None: the
     target's default, see `default_database_dir`); a task already tuned there with at least
     its share of the budget is skipped, so a rebuild with the same database tunes nothing new.
-    Candidates build and run in worker processes, each under a timeout.
+    Candidates build and run in worker processes, each under a timeout; with `device`, they are
+    linked with its cross compiler and measured on its RPC server.
     """
     if trials < 0:
         raise ValueError(f"trials must be >= 0, got {trials}")
     if not isinstance(target, tvm.target.Target):
         raise ValueError(f"target must be a tvm.target.Target, got {type(target).__name__}")
+    triple = target.attrs.get("mtriple") or ""
+    if trials and device is None and triple and not triple.startswith(os.uname().machine):
+        raise ValueError(f"cannot measure {triple} candidates on this {os.uname().machine} machine: tune through "
+                         "a device's TVM RPC server (linux-arm64: `autlearn emulator setup` provides one)")
     start = time.perf_counter()
     target = with_num_cores(target)
     # Runner processes inherit this; without it TVM measures candidates on 1 thread here.
@@ -206,7 +288,7 @@ def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, da
     measured = failed = 0
     with staged_database(database_dir) as database:
         if pending:
-            measured, failed = _tune_tasks(pending, per_task, database, database_dir, progress)
+            measured, failed = _tune_tasks(pending, per_task, database, database_dir, progress, device)
             _record_budgets(database_dir, [t.dispatched[0] for t in pending], per_task)
         with target, database:
             tuned = relax.transform.MetaScheduleApplyDatabase()(prepared)
@@ -216,15 +298,20 @@ def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, da
 
 
 def _tune_tasks(pending: list, per_task: int, database: ms.database.Database, database_dir: Path,
-                progress: bool) -> tuple[int, int]:
-    """Runs MetaSchedule on `pending` tasks, `per_task` trials each; (trials measured, failed)."""
+                progress: bool, device: RPCDevice | None) -> tuple[int, int]:
+    """Runs MetaSchedule on `pending` tasks, `per_task` trials each, measured here or on `device`;
+    (trials measured, failed)."""
     # The per-task tables go to database_dir/logs; the console gets the progress bar.
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     with _foreign_handlers_detached():
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             pending, work_dir=str(database_dir), strategy=search_strategy(per_task), seed=0)
     budget = per_task * len(pending)
-    builder = PersistentPoolBuilder(max_workers=min(2, os.cpu_count() or 1))
+    builder = PersistentPoolBuilder(max_workers=min(2, os.cpu_count() or 1),
+                                    cross_compiler=device.cross_compiler if device is not None else None)
+    runner = rpc_runner(device) if device is not None else ms.runner.LocalRunner(timeout_sec=30)
+    if device is not None:
+        tqdm.write(f"tuning: candidates are measured on {device.description}")
     with tqdm(total=budget, unit="trial", desc=f"tuning {len(pending)} tasks",
               disable=None if progress else True) as bar:
         counter = _TrialProgress(bar)
@@ -232,7 +319,7 @@ def _tune_tasks(pending: list, per_task: int, database: ms.database.Database, da
             ms.tune_tasks(
                 tasks=contexts, task_weights=weights, work_dir=str(database_dir),
                 max_trials_global=budget, max_trials_per_task=per_task,
-                builder=builder, runner=ms.runner.LocalRunner(timeout_sec=30), database=database,
+                builder=builder, runner=runner, database=database,
                 cost_model="xgb", measure_callbacks=ms.MeasureCallback.create("default") + [counter])
         finally:
             builder.close()

@@ -10,10 +10,10 @@ from autlearn.cli import main
 from autlearn.reliability import goals_met
 from autlearn.reliability.corruption import corruptions
 from autlearn.reliability.disk import disk_full
-from autlearn.reliability.fuzz import fuzz
+from autlearn.reliability.fuzz import fuzz_inputs
 from autlearn.reliability.kills import kill_trials
-from autlearn.reliability.load import load
-from autlearn.reliability.privacy import forbidden_imports, imports_of, privacy
+from autlearn.reliability.load import stream_load
+from autlearn.reliability.privacy import check_privacy, forbidden_imports, imports_of
 
 
 def test_kills_at_random_moments_are_all_survived(tiny_nwp_bundle, tmp_path):
@@ -50,14 +50,14 @@ def test_corruption_needs_a_real_check(tiny_nwp_bundle, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("which", ["tiny_nwp_bundle", "tiny_image_bundle"])
 def test_fuzzed_input_never_crashes_nor_changes_the_model(which, request, tmp_path):
-    result = fuzz(request.getfixturevalue(which), tmp_path, cases=140, seed=1)
+    result = fuzz_inputs(request.getfixturevalue(which), tmp_path, cases=140, seed=1)
     assert result["crashes"] == 0, result["crash_examples"]
     assert not result["model_changed_by_bad_input"]
     assert result["fuzz_cases"] >= 140 and set(result["fuzz_cases_by_kind"]) == {"api", "files", "cli"}
 
 
 def test_learning_needs_no_network_and_the_device_code_imports_none(tiny_nwp_bundle, tmp_path):
-    result = privacy(tiny_nwp_bundle, tmp_path)
+    result = check_privacy(tiny_nwp_bundle, tmp_path)
     assert result["exit_codes"] == {"offline": 0, "online": 0, "infer": 0}
     assert result["hook_blocks_sockets"] and result["socket_operations"] == []
     assert result["cloud_modules_loaded"] == [] and result["forbidden_imports"] == []
@@ -71,11 +71,12 @@ def test_the_import_scan_sees_a_network_import(tmp_path):
 
 
 def test_a_long_stream_loses_no_sample_that_fits_and_stays_bounded(tiny_nwp_bundle):
-    result = load(tiny_nwp_bundle, events=6000, cache_size=64, mean_delay=48, missing=0.2, seed=2)
+    result = stream_load(tiny_nwp_bundle, events=6000, cache_size=64, mean_delay=48, missing=0.2, seed=2)
     assert result["samples_lost"] == 0 and result["memory_over_bound"] == 0
     assert result["labels_fitting"] > 3000 and result["labels_beyond_bound"] > 0  # both regimes met
     assert result["updates"] == (result["labels_fitting"]) // 4
     assert result["rss_max_during_mb"] - result["rss_start_mb"] < 50
+    assert result["rss_end_mb"] - result["rss_after_first_tenth_mb"] < 5
 
 
 def test_bench_reliability_writes_the_report_with_its_keys(tiny_nwp_bundle, tmp_path, capsys):

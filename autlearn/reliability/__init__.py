@@ -15,10 +15,10 @@ from tqdm import tqdm
 
 from autlearn.reliability.corruption import corruptions
 from autlearn.reliability.disk import disk_full
-from autlearn.reliability.fuzz import fuzz
+from autlearn.reliability.fuzz import fuzz_inputs
 from autlearn.reliability.kills import kill_trials
-from autlearn.reliability.load import load
-from autlearn.reliability.privacy import privacy
+from autlearn.reliability.load import stream_load
+from autlearn.reliability.privacy import check_privacy
 
 
 def goals_met(report: dict[str, Any]) -> dict[str, bool]:
@@ -42,9 +42,9 @@ def run_reliability(bundle: Path, work: Path, *, kill_trials_n: int = 20, fuzz_c
                                                   on_trial=tick)),
                 ("disk full", lambda tick: disk_full(bundle, work / "disk", seed=seed)),
                 ("corruptions", lambda tick: corruptions(bundle, work / "corruptions", seed=seed)),
-                ("fuzz", lambda tick: fuzz(bundle, work / "fuzz", cases=fuzz_cases, seed=seed)),
-                ("privacy", lambda tick: privacy(bundle, work / "privacy")),
-                ("load", lambda tick: load(bundle, events=events, seed=seed))]
+                ("fuzz", lambda tick: fuzz_inputs(bundle, work / "fuzz", cases=fuzz_cases, seed=seed)),
+                ("privacy", lambda tick: check_privacy(bundle, work / "privacy")),
+                ("load", lambda tick: stream_load(bundle, events=events, seed=seed))]
     report: dict[str, Any] = {"bundle": str(bundle)}
     with tqdm(total=kill_trials_n + len(sections) - 1, desc="reliability", unit="step") as bar:
         for name, section in sections:

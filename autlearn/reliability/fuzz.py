@@ -243,7 +243,7 @@ def _fuzz(bundle: str, work: str, cases: int, seed: int) -> dict[str, Any]:
             "model_changed_by_bad_input": changed[:10]}
 
 
-def fuzz(bundle: Path, work: Path, *, cases: int, seed: int = 0) -> dict[str, Any]:
+def fuzz_inputs(bundle: Path, work: Path, *, cases: int, seed: int = 0) -> dict[str, Any]:
     """Runs the fuzzing in a fresh device process: about `cases` hypothesis examples in all, spread
     over the entry points (some examples make two calls; the report counts calls)."""
     Path(work).mkdir(parents=True, exist_ok=True)

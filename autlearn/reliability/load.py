@@ -72,10 +72,12 @@ def _stream(bundle: str, events: int, cache_size: int, mean_delay: float, missin
             "samples_lost": int(lost), "updates": online.stats.updates, "memory_over_bound": over_bound,
             "cache_bound_mb": round(cache_size * cut_bytes / 2 ** 20, 3),
             "events_per_s": round(events / seconds, 1), "rss_start_mb": round(rss[0], 1),
+            # the update module loads and its memory pool fills in the first updates; after that, flat
+            "rss_after_first_tenth_mb": round(rss[min(len(rss) - 1, len(rss) // 10 + 1)], 1),
             "rss_end_mb": round(rss[-1], 1), "rss_max_during_mb": round(max(rss), 1)}
 
 
-def load(bundle: Path, *, events: int, cache_size: int = 256, mean_delay: float = 64.0, missing: float = 0.1,
+def stream_load(bundle: Path, *, events: int, cache_size: int = 256, mean_delay: float = 64.0, missing: float = 0.1,
          seed: int = 0) -> dict[str, Any]:
     """Streams `events` samples through online learning in a fresh device process; labels arrive
     after an exponential delay of mean `mean_delay` samples (so out of order), a `missing` share never."""

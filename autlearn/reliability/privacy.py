@@ -82,7 +82,7 @@ def _learn_without_network(bundle: str, work: str) -> dict[str, Any]:
             "cloud_modules_loaded": sorted(m for m in sys.modules if m.split(".")[0] in CLOUD_PACKAGES)}
 
 
-def privacy(bundle: Path, work: Path) -> dict[str, Any]:
+def check_privacy(bundle: Path, work: Path) -> dict[str, Any]:
     """Figures: the device commands' exit codes with sockets blocked, the socket operations they
     tried, the cloud-side modules loaded, and the forbidden imports in the device source."""
     Path(work).mkdir(parents=True, exist_ok=True)
