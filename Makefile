@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := wordnet-base wordnet-sense-index fortunes \
+DEBIAN_PACKAGES := wordnet-base wordnet-sense-index fortunes bible-kjv \
 	fonts-bwht fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-humor-sans \
 	fonts-rufscript fonts-sjfonts fonts-yusei-magic fonts-leckerli-one \
 	gcc-aarch64-linux-gnu qemu-user-static

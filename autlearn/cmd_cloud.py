@@ -26,6 +26,9 @@ def register(tree: CommandTree) -> None:
     pretrain.add_argument("--batch-size", type=int, help="override the preset's batch size")
     pretrain.add_argument("--steps-per-epoch", type=int, help="cap the steps of each epoch")
     pretrain.add_argument("--restart", action="store_true", help="ignore a stopped run in --out, start over")
+    pretrain.add_argument("--corpus", default=None,
+                          help="text tasks: the public sources to pretrain on, comma-separated, from wordnet, "
+                               "fortunes, kjv (default: the preset's, all three)")
     pretrain.set_defaults(func=run_pretrain)
 
     prune = tree.command("prune", "budgeted compression search (NetAdapt: magnitude filter pruning and SVD "
@@ -98,8 +101,9 @@ def run_pretrain(args: argparse.Namespace) -> None:
     from cloud_pretrain.pretrain import pretrain
 
     _set_threads(args)
+    corpus = tuple(c.strip() for c in args.corpus.split(",")) if args.corpus else None
     path = pretrain(args.task, args.preset, args.out, seed=args.seed, restart=args.restart, epochs=args.epochs,
-                    lr=args.lr, batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch)
+                    lr=args.lr, batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch, corpus=corpus)
     print(f"checkpoint: {path}")
 
 

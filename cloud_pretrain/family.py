@@ -24,18 +24,20 @@ from cloud_pretrain.models import StagedModel
 from cloud_pretrain.plots import plot_bars, plot_lines
 from cloud_pretrain.resources import LatencyMeter, count_flops, make_resource, parameter_bytes
 from cloud_pretrain.search import Member, SearchConfig, netadapt, parse_budgets
-from cloud_pretrain.tasks import get_preset, load_data
+from cloud_pretrain.tasks import Preset, TaskData, get_preset
 from cloud_pretrain.train import Buckets, count_examples, evaluate
 
 # MobileNetV2 offers 18 groups to 3 for the LSTM, and each of its steps costs more:
 # its proposals get fewer steps so that one iteration of the search costs about the same.
 SEARCH_PRESETS = {
     "nwp": {"tiny": SearchConfig(step_fraction=0.25, short_steps=3, long_steps=10, eval_examples=200),
-            "demo": SearchConfig(step_fraction=0.1, short_steps=20, long_steps=300, eval_examples=1000),
-            "paper": SearchConfig(step_fraction=0.05, short_steps=100, long_steps=2000, eval_examples=5000)},
+            "demo": SearchConfig(step_fraction=0.1, short_steps=20, long_steps=300, eval_examples=1000, align=8),
+            "paper": SearchConfig(step_fraction=0.05, short_steps=100, long_steps=2000, eval_examples=5000,
+                                  align=8)},
     "image": {"tiny": SearchConfig(step_fraction=0.25, short_steps=1, long_steps=5, eval_examples=100),
-              "demo": SearchConfig(step_fraction=0.15, short_steps=4, long_steps=150, eval_examples=500),
-              "paper": SearchConfig(step_fraction=0.05, short_steps=30, long_steps=2000, eval_examples=2500)},
+              "demo": SearchConfig(step_fraction=0.15, short_steps=4, long_steps=150, eval_examples=500, align=8),
+              "paper": SearchConfig(step_fraction=0.05, short_steps=30, long_steps=2000, eval_examples=2500,
+                                    align=8)},
 }
 ACCURACY_TOLERANCE = 0.01  # the figure's "no more than 1 point of accuracy lost"
 HELD_OUT_FRACTION = 0.5
@@ -62,6 +64,14 @@ def split_validation(val: Buckets, held_out_fraction: float = HELD_OUT_FRACTION,
         n = min(max(n, 1), len(y) - 1)
         held_out[key], search[key] = (x[perm[:n]], y[perm[:n]]), (x[perm[n:]], y[perm[n:]])
     return search, held_out
+
+
+def _load_data(task: str, preset: Preset, seed: int, meta: dict[str, Any]) -> TaskData:
+    """The checkpoint's own data; a text checkpoint's vocabulary keeps the ids (image loaders take none)."""
+    from cloud_pretrain.recipes import get_task
+
+    loader = get_task(task).data
+    return loader(preset, seed, vocab=meta["vocab"]) if "vocab" in meta else loader(preset, seed)
 
 
 def _row(name: str, budget: str, resource: float, search_accuracy: float, accuracy: float, model: StagedModel,
@@ -138,7 +148,7 @@ def prune_family(task: str, checkpoint: str | Path, resource_name: str, budgets:
     resource = make_resource(resource_name, task, latency_meter)
     base_value = resource.measure(model)
     parsed = parse_budgets(budgets, base_value)
-    data = load_data(task, data_preset, trained["seed"], vocab=meta.get("vocab"))
+    data = _load_data(task, data_preset, trained["seed"], meta)
     search, held_out = split_validation(data.val)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ def _load_state(out: Path, task: str, preset: Preset, seed: int, world_size: int
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)
-    run = {"task": task, "preset": preset.name, "seed": seed, "world_size": world_size}
+    run = {"task": task, "preset": preset.name, "corpus": list(preset.corpus), "seed": seed, "world_size": world_size}
     if state["run"] != run:
         raise ValueError(f"{out} holds a run of {state['run']}, not {run}: use another --out, "
                          "or --restart to train again from scratch")
@@ -92,7 +92,7 @@ def pretrain(task: str, preset_name: str, out: str | Path, *, seed: int = 0, res
 
         def save_state(next_epoch: int, next_step: int) -> None:
             if world.is_main:
-                atomic_torch_save({"run": {"task": task, "preset": preset.name, "seed": seed,
+                atomic_torch_save({"run": {"task": task, "preset": preset.name, "corpus": list(preset.corpus), "seed": seed,
                                            "world_size": world.size},
                                    "vocab": data.vocab, "model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
@@ -116,7 +116,7 @@ def pretrain(task: str, preset_name: str, out: str | Path, *, seed: int = 0, res
                         f"val loss {val['loss']:.4f}, val accuracy {val['accuracy']:.4f}")
             epoch, step = epoch + 1, 0
             if world.is_main:
-                metrics = {"preset": preset.name, "seed": seed, "world_size": world.size,
+                metrics = {"preset": preset.name, "corpus": list(preset.corpus), "seed": seed, "world_size": world.size,
                            "val_accuracy": val["accuracy"], "val_loss": val["loss"], "history": history}
                 _write_outputs(out, model, data, metrics)
             save_state(epoch, 0)

@@ -33,6 +33,7 @@ class SearchConfig:
     eval_examples: int = 1000  # search-split examples that score proposals
     lr_scale: float = 0.3  # fine-tuning learning rate, relative to pretraining's
     factorise: bool = True  # rank groups (SVD) beside unit groups
+    align: int = 1  # sizes left are multiples of this (8: the compiled kernels' vector lanes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,13 +73,14 @@ def parse_budgets(text: str, unpruned: float) -> list[Budget]:
     return sorted(budgets, key=lambda b: -b.value)
 
 
-def _proposals(model: StagedModel, resource: Resource, value: float, target: float, factorise: bool,
+def _proposals(model: StagedModel, resource: Resource, value: float, target: float, config: SearchConfig,
                halvings: int = 6) -> list[tuple[str, int]]:
     """(group, units to remove) for each group that alone brings the resource to `target`.
     When no group can, the drop asked for is halved (a few times) rather than giving up."""
     for _ in range(halvings + 1):
-        found = [(group, k) for group in search_groups(model, ranks=factorise)
-                 if (k := units_for_target(model, group, resource.measure, target, resource.grid)) is not None]
+        found = [(group, k) for group in search_groups(model, ranks=config.factorise)
+                 if (k := units_for_target(model, group, resource.measure, target, resource.grid,
+                                           config.align)) is not None]
         if found:
             return found
         target = value - (value - target) / 2
@@ -101,7 +103,7 @@ def netadapt(model: StagedModel, train: Buckets, search: Buckets, resource: Reso
         while value > budget.value:
             iteration += 1
             target = max(value - config.step_fraction * unpruned, budget.value)
-            proposals = _proposals(current, resource, value, target, config.factorise)
+            proposals = _proposals(current, resource, value, target, config)
             best: tuple[float, str, int, StagedModel] | None = None
             for group, k in proposals:
                 candidate = pruned_copy(current, group, k)

@@ -1,14 +1,13 @@
 """The two tasks' public pretraining data and their presets (tiny, demo, paper).
 
-- `nwp`: the public text corpus (WordNet glosses and examples, fortunes), split by sentence
-  (seeded) into train and validation; vocabulary of the 10,000 most frequent training words;
+- `nwp`: the public text corpus (a mix of WordNet glosses and examples, fortunes and the King
+  James Bible: the preset's `corpus`), split by sentence (seeded) into train and validation; vocabulary of the 10,000 most frequent training words;
   next-word examples bucketed by context length.
 - `image`: the public data is honestly disjoint from the device users. The model has the 62
   FEMNIST classes, which Fashion-MNIST (10 clothing classes) cannot teach, so we pretrain on
-  characters rendered for the *held-out writers*: every installed handwriting font except the
-  writers the device experiments use (the paper's top 10% by samples, `users.top_users` of
-  the default `handwriting_users()`), rendered with a seed of their own and more samples.
-  Their images are split (seeded) into train and validation.
+  characters of *public writers*: writers of the font families no device user writes with
+  (data/writers.py, `PUBLIC_FAMILIES`), in hands of their own, rendered with a seed of their
+  own. Their images are split (seeded) into train and validation.
 """
 from __future__ import annotations
 
@@ -35,7 +34,9 @@ class Preset:
     max_train: int | None  # examples kept (seeded sample); None: all
     max_val: int | None
     buckets: tuple[int, ...] = (10,)  # nwp context-length buckets
-    samples_per_class: float = 5.0  # image: mean renders per class and writer
+    samples_per_class: float = 5.0  # image: mean renders per class and public writer
+    writers_per_font: int = 1  # image: public writers per public font
+    corpus: tuple[str, ...] = ("wordnet", "fortunes", "kjv")  # nwp: the public sources (data/text.py SOURCES)
 
 
 PRESETS: dict[str, dict[str, Preset]] = {
@@ -52,9 +53,11 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "tiny": Preset("tiny", {"width_mult": 0.25},
                        TrainConfig(epochs=1, batch_size=32, lr=3e-3), 600, 200, samples_per_class=2),
         "demo": Preset("demo", {"width_mult": 0.5},
-                       TrainConfig(epochs=3, batch_size=64, lr=3e-3), 12_000, None, samples_per_class=20),
+                       TrainConfig(epochs=3, batch_size=64, lr=3e-3), 12_000, None, samples_per_class=3,
+                       writers_per_font=12),
         "paper": Preset("paper", {"width_mult": 1.0},
-                        TrainConfig(epochs=20, batch_size=64, lr=2e-3), None, None, samples_per_class=60),
+                        TrainConfig(epochs=20, batch_size=64, lr=2e-3), None, None, samples_per_class=10,
+                        writers_per_font=40),
     },
 }
 
@@ -79,13 +82,21 @@ class TaskData:
         return {**preset.model, key: self.num_classes}
 
 
-def get_preset(task: str, name: str, **train_overrides: Any) -> Preset:
-    """A preset, with fields of its TrainConfig replaced by the non-None overrides."""
+def get_preset(task: str, name: str, corpus: tuple[str, ...] | None = None, **train_overrides: Any) -> Preset:
+    """A preset, with its corpus and fields of its TrainConfig replaced by the non-None overrides."""
     if task not in PRESETS:
         raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(PRESETS)}")
     if name not in PRESETS[task]:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS[task])}")
     preset = PRESETS[task][name]
+    if corpus is not None:
+        from cloud_pretrain.data.text import SOURCES
+
+        unknown = [c for c in corpus if c not in SOURCES]
+        if unknown or not corpus:
+            raise ValueError(f"unknown corpus source(s) {', '.join(unknown) or '(none given)'}; "
+                             f"choose from {', '.join(SOURCES)}")
+        preset = dataclasses.replace(preset, corpus=tuple(corpus))
     changes = {k: v for k, v in train_overrides.items() if v is not None}
     return dataclasses.replace(preset, train=dataclasses.replace(preset.train, **changes)) if changes else preset
 
@@ -111,11 +122,11 @@ def _sample_buckets(examples: dict[int, tuple[np.ndarray, np.ndarray]], limit: i
 
 
 @functools.lru_cache(maxsize=1)
-def _public_corpus() -> list[list[str]]:
+def _public_corpus(sources: tuple[str, ...]) -> list[list[str]]:
     """The public corpus, parsed once per process (pruning and resumed runs read it again)."""
     from cloud_pretrain.data import text
 
-    return text.public_corpus()
+    return text.public_corpus(sources)
 
 
 def nwp_data(preset: Preset, seed: int, vocab: list[str] | None = None) -> TaskData:
@@ -123,7 +134,7 @@ def nwp_data(preset: Preset, seed: int, vocab: list[str] | None = None) -> TaskD
     unless given (a checkpoint's vocabulary, so pruning evaluates on the same ids)."""
     from cloud_pretrain.data import text
 
-    sentences = _public_corpus()
+    sentences = _public_corpus(preset.corpus)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(sentences))
     n_val = int(len(sentences) * VAL_FRACTION)
@@ -135,25 +146,17 @@ def nwp_data(preset: Preset, seed: int, vocab: list[str] | None = None) -> TaskD
     return TaskData("nwp", train, val, vocab=list(words.tokens))
 
 
-def device_writers() -> list[str]:
-    """The writers the device experiments use: the top 10% of the default handwriting users."""
-    from cloud_pretrain.data.images import handwriting_users
-    from cloud_pretrain.data.users import top_users
-
-    return [user.id for user in top_users(handwriting_users())]
-
-
 def image_data(preset: Preset, seed: int) -> TaskData:
-    """Characters of the held-out (public) writers, as float32 [n, 1, 28, 28] in [0, 1]."""
+    """Characters of the public writers, as float32 [n, 1, 28, 28] in [0, 1]."""
     from cloud_pretrain.data.fonts import FEMNIST_CLASSES, handwriting_fonts
     from cloud_pretrain.data.images import WritingSettings, handwriting_users
+    from cloud_pretrain.data.writers import split_fonts
 
-    held_out = set(device_writers())
-    fonts = {w: f for w, f in handwriting_fonts().items() if w not in held_out}
+    fonts = split_fonts(handwriting_fonts())[0]
     if not fonts:
-        raise FileNotFoundError("no handwriting font is left for public pretraining once the device "
-                                "writers are held out: install more fonts (make system-deps)")
-    settings = WritingSettings(seed=PUBLIC_RENDER_SEED, samples_per_class=preset.samples_per_class)
+        raise FileNotFoundError("no handwriting font of the public families is installed (make system-deps)")
+    settings = WritingSettings(seed=PUBLIC_RENDER_SEED, samples_per_class=preset.samples_per_class,
+                               writers_per_font=preset.writers_per_font)
     users = handwriting_users(settings, fonts=fonts, test_fraction=0.0)
     x = np.concatenate([u.train_x for u in users])
     y = np.concatenate([u.train_y for u in users])

@@ -186,8 +186,11 @@ def test_netadapt_meets_each_budget_and_names_an_unreachable_one():
 
 def test_resources_measure_the_model_and_name_bad_choices():
     model = build_model("nwp", vocab_size=VOCAB, embed_dim=8, hidden_size=16)
-    latency = make_resource("latency", "nwp")
+    latency = make_resource("host-latency", "nwp")
     assert latency.unit == "ms" and latency.measure(model) > 0
+    with pytest.raises(ValueError, match="timed on the target"):
+        make_resource("latency", "nwp")
+    assert make_resource("latency", "nwp", lambda m, task: 2.5).measure(model) == 2.5
     assert make_resource("params", "nwp").measure(model) == sum(p.numel() * 4 for p in model.parameters())
     # FLOPs by hand at batch 1, length 10: two LSTMs (4 gates) and the FC layer
     lstm = 10 * 2 * 4 * 16 * ((8 + 16) + (16 + 16))

@@ -5,10 +5,16 @@ import numpy as np
 import pytest
 
 from cloud_pretrain.data.fonts import FEMNIST_CLASSES, handwriting_fonts, missing_characters, package_font_files
-from cloud_pretrain.data.images import WritingSettings, handwriting_users, render_writer
-from cloud_pretrain.data.users import ImageUser, summary
+from cloud_pretrain.data.images import WritingSettings, device_fonts, handwriting_users, render_writer
+from cloud_pretrain.data.users import ImageUser, summary, top_users
+from cloud_pretrain.data.writers import PUBLIC_FAMILIES, draw_style, font_family, split_fonts
 
-SMALL = WritingSettings(seed=3, samples_per_class=1.5)  # about 93 images a writer: fast, all 62 classes
+# about 93 images a writer, two writers per device font: fast, all 62 classes
+SMALL = WritingSettings(seed=3, samples_per_class=1.5, writers_per_font=2)
+
+
+def font_of(writer_id: str):
+    return device_fonts()[writer_id.rsplit("-", 1)[0]]
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +28,7 @@ def writers(writer_cache) -> list[ImageUser]:
 
 
 def test_at_least_15_writers_have_all_62_classes(writers):
-    assert len(writers) >= 15
+    assert len(writers) == 2 * len(device_fonts()) >= 15
     report = summary(writers)
     assert report["users_with_all_classes"] >= 15 and report["classes"] == 62
     for writer in writers:
@@ -45,12 +51,13 @@ def test_writers_are_non_iid_in_labels_and_style(writers):
     distributions = histograms / histograms.sum(axis=1, keepdims=True)
     distances = 0.5 * np.abs(distributions[:, None] - distributions[None]).sum(axis=-1)
     assert distances[np.triu_indices(len(writers), 1)].min() > 0.05
-    mean_zero = [w.train_x[w.train_y == 0].mean(axis=0) for w in writers[:4]]  # each writer's "0"
+    every = [(np.concatenate([w.train_x, w.test_x]), np.concatenate([w.train_y, w.test_y])) for w in writers[:4]]
+    mean_zero = [x[y == 0].mean(axis=0) for x, y in every]  # each writer's "0"
     assert min(np.abs(a - b).mean() for i, a in enumerate(mean_zero) for b in mean_zero[i + 1:]) > 5
 
 
 def test_rendering_is_deterministic_for_a_seed_and_cached(writers, writer_cache):
-    font = handwriting_fonts()[writers[0].id]
+    font = font_of(writers[0].id)
     images, labels = render_writer(writers[0].id, font, SMALL)
     assert np.array_equal(np.concatenate([writers[0].train_x, writers[0].test_x]), images)
     other_images, _ = render_writer(writers[0].id, font, WritingSettings(seed=4, samples_per_class=1.5))
@@ -71,11 +78,33 @@ def test_a_missing_font_package_is_named():
 
 
 def test_a_damaged_cache_file_is_rendered_again(tmp_path, writers):
-    one = {writers[0].id: handwriting_fonts()[writers[0].id]}
+    stem = writers[0].id.rsplit("-", 1)[0]
+    one = {stem: font_of(writers[0].id)}
     (tmp_path / "handwriting").mkdir()
-    cache_file = tmp_path / "handwriting" / f"{writers[0].id}-{SMALL.key(one[writers[0].id])}.npz"
+    cache_file = tmp_path / "handwriting" / f"{writers[0].id}-{SMALL.key(one[stem])}.npz"
     cache_file.write_bytes(b"not a zip archive")
-    again, = handwriting_users(SMALL, fonts=one, cache=tmp_path)
+    again, _ = handwriting_users(SMALL, fonts=one, cache=tmp_path)
     assert np.array_equal(again.train_x, writers[0].train_x)
     with np.load(cache_file) as repaired:
         assert len(repaired["y"]) == writers[0].num_samples
+
+
+def test_public_and_device_writers_never_share_a_hand():
+    public, device = split_fonts(handwriting_fonts())
+    assert public and device and not set(public) & set(device)
+    assert {font_family(f) for f in public.values()} <= set(PUBLIC_FAMILIES)
+    assert not {font_family(f) for f in device.values()} & set(PUBLIC_FAMILIES)
+    assert font_family(device_fonts()["breipfont"]) == font_family(device_fonts()["Breip"]) == "breip"
+    assert len(device) * WritingSettings().writers_per_font >= 300  # the default device users
+
+
+def test_writers_of_one_font_write_in_hands_of_their_own(writers):
+    """The two writers of a font differ in style (slant, size, warp), not only in jitter."""
+    first, second = writers[0], writers[1]
+    assert first.id.rsplit("-", 1)[0] == second.id.rsplit("-", 1)[0]
+    assert draw_style(first.id, SMALL.seed) != draw_style(second.id, SMALL.seed)
+    every = [(np.concatenate([w.train_x, w.test_x]), np.concatenate([w.train_y, w.test_y])) for w in (first, second)]
+    mean = [x[y == 10].astype(float).mean(axis=0) for x, y in every]  # each one's "A"
+    again = render_writer(first.id, font_of(first.id), WritingSettings(seed=9, samples_per_class=1.5))[0]
+    assert np.abs(mean[0] - mean[1]).mean() > 5
+    assert draw_style(first.id, 9) != draw_style(first.id, SMALL.seed) and len(again)

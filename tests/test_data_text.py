@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cloud_pretrain.data.text import (PAD, UNK, Vocabulary, count_next_word_examples, fortune_sentences,
-                                      next_word_examples, public_corpus, read_fortunes, tokenize,
+                                      kjv_sentences, next_word_examples, public_corpus, read_fortunes, tokenize,
                                       wordnet_sentences)
 
 
@@ -34,6 +34,19 @@ def test_public_corpus_holds_wordnet_glosses_examples_and_fortunes(corpus):
     assert ["the", "dog", "barked", "all", "night"] in corpus  # a WordNet example
     assert ["a", "day", "for", "firm", "decisions"] in corpus  # a fortune
     assert all(sentence and all(token == token.lower() for token in sentence) for sentence in corpus[:5000])
+
+
+def test_the_king_james_bible_is_a_source_and_mixes_are_chosen_by_name(corpus):
+    kjv = kjv_sentences()
+    assert len(kjv) > 30_000 and ["in", "the", "beginning", "god", "created", "the", "heaven", "and", "the",
+                                  "earth"] in kjv
+    assert ["jesus", "wept"] in kjv and not any(t.startswith("ge1") for t in kjv[0])  # no verse numbers
+    assert len(corpus) == len(public_corpus(("wordnet", "fortunes"))) + len(kjv)
+    assert public_corpus(("kjv",)) == kjv
+    with pytest.raises(ValueError, match="unknown corpus source.*tweets.*choose from wordnet, fortunes, kjv"):
+        public_corpus(("kjv", "tweets"))
+    with pytest.raises(FileNotFoundError, match="bible-kjv"):
+        kjv_sentences("bible-not-installed")
 
 
 def test_fortune_files_are_split_on_percent_lines_without_overstrikes(tmp_path):

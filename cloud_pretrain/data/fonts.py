@@ -11,8 +11,12 @@ import functools
 import pathlib
 import string
 import subprocess
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from cloud_pretrain.data.writers import WriterStyle
 
 FEMNIST_CLASSES = string.digits + string.ascii_uppercase + string.ascii_lowercase
 HANDWRITING_FONT_PACKAGES = (
@@ -80,12 +84,15 @@ def _load_font(path: pathlib.Path, size: int):
 
 
 def render_character(font: pathlib.Path, character: str, rng: np.random.Generator,
-                     jitter: Jitter = Jitter()) -> np.ndarray:
-    """One jittered sample of `character`: uint8 [28, 28], ink bright on black, centred."""
+                     jitter: Jitter = Jitter(), style: WriterStyle | None = None,
+                     field: np.ndarray | None = None) -> np.ndarray:
+    """One jittered sample of `character`: uint8 [28, 28], ink bright on black, centred; in a
+    writer's `style` (its slant, stroke, size, aspect) and elastic `field` when given."""
     from PIL import Image, ImageDraw
 
     canvas = Image.new("L", (_CANVAS, _CANVAS), 0)
     stroke = int(rng.integers(jitter.stroke_width[0], jitter.stroke_width[1] + 1))
+    stroke = max(0, stroke + (style.stroke if style else 0))
     ImageDraw.Draw(canvas).text((_CANVAS / 2, _CANVAS / 2), character, fill=255, anchor="mm",
                                 font=_load_font(font, _FONT_SIZE), stroke_width=stroke, stroke_fill=255)
     angle = rng.uniform(-jitter.max_rotation_deg, jitter.max_rotation_deg)
@@ -94,13 +101,25 @@ def render_character(font: pathlib.Path, character: str, rng: np.random.Generato
     if box is None:
         raise ValueError(f"{font}: the glyph of {character!r} draws nothing")
     glyph = glyph.crop(box)
-    longest = jitter.box_px * rng.uniform(*jitter.scale)
-    ratio = longest / max(glyph.size)
-    size = (max(1, round(glyph.width * ratio)), max(1, round(glyph.height * ratio)))
+    if style is not None and style.slant:
+        shift = abs(style.slant) * glyph.height
+        glyph = glyph.transform((glyph.width + int(np.ceil(shift)), glyph.height), Image.Transform.AFFINE,
+                                (1, style.slant, -shift if style.slant > 0 else 0, 0, 1, 0),
+                                resample=Image.Resampling.BILINEAR)
+        glyph = glyph.crop(glyph.getbbox() or (0, 0, glyph.width, glyph.height))
+    longest = jitter.box_px * rng.uniform(*jitter.scale) * (style.size if style else 1.0)
+    aspect = style.aspect if style else 1.0
+    ratio = longest / max(glyph.width * aspect, glyph.height)
+    size = (max(1, round(glyph.width * aspect * ratio)), max(1, round(glyph.height * ratio)))
     glyph = glyph.resize(size, Image.Resampling.LANCZOS)
     shift = rng.uniform(-jitter.max_shift_px, jitter.max_shift_px, size=2)
     left = round((IMAGE_SIZE - size[0]) / 2 + shift[0])
     top = round((IMAGE_SIZE - size[1]) / 2 + shift[1])
     image = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
     image.paste(glyph, (left, top))
-    return np.asarray(image, dtype=np.uint8)
+    pixels = np.asarray(image, dtype=np.uint8)
+    if field is None:
+        return pixels
+    from cloud_pretrain.data.writers import warp
+
+    return warp(pixels, field)

@@ -1,6 +1,8 @@
-"""Public text for next-word prediction: WordNet glosses and examples, fortune quotes.
+"""Public text for next-word prediction: WordNet glosses and examples, fortune quotes, and the
+King James Bible (1611 English, the closest public text Debian ships to the Shakespeare users').
 
-It stands for the paper's public (Twitter) pretraining set. One tokenizer serves every text
+It stands for the paper's public (Twitter) pretraining set, chosen because it resembles what
+users type; which mix of sources comes closest is measured (BENCHMARKS.md), not guessed. One tokenizer serves every text
 source (public corpus, Shakespeare, LEAF), so a vocabulary built here fits per-user data.
 """
 from __future__ import annotations
@@ -9,7 +11,9 @@ import collections
 import os
 import pathlib
 import re
-from collections.abc import Iterable, Sequence
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -77,10 +81,34 @@ def fortune_sentences(fortunes_dir: str | os.PathLike = FORTUNES_DIR) -> list[li
             for sentence in split_sentences(quote) if (tokens := tokenize(sentence))]
 
 
-def public_corpus(wordnet_dir: str | os.PathLike = WORDNET_DIR,
-                  fortunes_dir: str | os.PathLike = FORTUNES_DIR) -> list[list[str]]:
-    """The public pretraining corpus: WordNet sentences, then fortune sentences."""
-    return wordnet_sentences(wordnet_dir) + fortune_sentences(fortunes_dir)
+def kjv_sentences(bible: str = "bible") -> list[list[str]]:
+    """Every verse of the King James Bible (Debian's `bible-kjv`, its `bible` reader), split into
+    sentences, as token lists."""
+    program = shutil.which(bible)
+    if program is None:
+        raise FileNotFoundError("the King James Bible reader `bible` is not installed: install the Debian "
+                                "package bible-kjv (make system-deps)")
+    dump = subprocess.run([program, "-f", "Gen1:1-Rev22:21"], capture_output=True, text=True, check=False)
+    if dump.returncode != 0 or not dump.stdout:
+        raise RuntimeError(f"`bible -f Gen1:1-Rev22:21` failed (exit {dump.returncode}): {dump.stderr.strip()[:200]}")
+    verses = [line.split(" ", 1)[1] for line in dump.stdout.splitlines() if " " in line and ":" in line.split(" ", 1)[0]]
+    return [tokens for verse in verses for sentence in split_sentences(verse) if (tokens := tokenize(sentence))]
+
+
+# The public sources by name; a corpus is a mix of them, in this order.
+SOURCES: dict[str, Callable[[], list[list[str]]]] = {
+    "wordnet": wordnet_sentences, "fortunes": fortune_sentences, "kjv": kjv_sentences,
+}
+DEFAULT_CORPUS = ("wordnet", "fortunes", "kjv")
+
+
+def public_corpus(sources: Sequence[str] = DEFAULT_CORPUS) -> list[list[str]]:
+    """The public pretraining corpus: the sentences of each named source, in the order given."""
+    unknown = [name for name in sources if name not in SOURCES]
+    if unknown or not sources:
+        raise ValueError(f"unknown corpus source(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(SOURCES)}")
+    return [sentence for name in sources for sentence in SOURCES[name]()]
 
 
 class Vocabulary:
