@@ -6,9 +6,9 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := wordnet-base wordnet-sense-index fortunes bible-kjv \
 	fonts-bwht fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-humor-sans \
 	fonts-rufscript fonts-sjfonts fonts-yusei-magic fonts-leckerli-one \
-	gcc-aarch64-linux-gnu qemu-user-static
+	gcc-aarch64-linux-gnu qemu-user-static adb
 
-.PHONY: setup system-deps demo test bench clean
+.PHONY: setup system-deps demo test test-arm64 emulator bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,14 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/pytest -q
+
+# The emulated arm64 device (qemu-user): builds its root once (cached), then runs the tests marked
+# arm64 inside it. `pytest -q` alone skips them when the root is not there.
+emulator: setup
+	$(VENV)/bin/autlearn emulator setup
+
+test-arm64: emulator
+	$(VENV)/bin/pytest -q -m arm64
 
 clean:
 	rm -rf out .pytest_cache

@@ -4,9 +4,11 @@ Android exposes the battery's instantaneous current and voltage as
 `/sys/class/power_supply/battery/current_now` (microamperes; negative while discharging on
 many phones) and `voltage_now` (microvolts); `dumpsys battery` has the voltage but no
 current, so the sysfs counters are what is read. A sampling thread reads both through the
-transport's shell while the workload runs; power |I| x V is integrated with the trapezoid
-rule. The energy of a function is what the run costs above the idle power measured just
-before it, divided by the number of calls.
+transport (`cat` in the device's shell, or the TVM RPC server's file download) while the
+workload runs; power |I| x V is integrated with the trapezoid rule over exactly the measured
+span. The module and its arguments are loaded on the device once, before any measurement, so
+the busy span holds only timed calls. The energy of a function is what the calls cost above the
+idle power measured just before them, divided by the number of calls.
 
 A phone charging over USB measures the charger, not the workload, so a run is refused while
 the battery's `status` says Charging or Full: unplug it and use adb over Wi-Fi
@@ -44,17 +46,17 @@ class PowerSample:
 
 
 def read_power(transport: Transport, battery_dir: str = BATTERY_DIR) -> PowerSample:
-    """Reads current_now (uA) and voltage_now (uV) through the transport's shell.
+    """Reads current_now (uA) and voltage_now (uV) through the transport, in one round trip.
 
-    The sample's time is the middle of the shell round trip (tens of ms over adb).
+    The sample's time is the middle of the round trip (tens of ms over adb).
     """
-    command = f"cat {battery_dir}/current_now {battery_dir}/voltage_now"
     try:
         before = time.monotonic()
-        out = transport.shell(command)
+        texts = transport.read_files([f"{battery_dir}/current_now", f"{battery_dir}/voltage_now"])
         after = time.monotonic()
     except RuntimeError as err:
         raise RuntimeError(f"cannot read the battery counters in {battery_dir} on {transport.name}: {err}") from err
+    out = " ".join(texts)
     fields = out.split()
     try:
         micro_amps, micro_volts = (int(v) for v in fields)
@@ -66,18 +68,28 @@ def read_power(transport: Transport, battery_dir: str = BATTERY_DIR) -> PowerSam
 def battery_status(transport: Transport, battery_dir: str = BATTERY_DIR) -> str:
     """The battery's `status`: Charging, Discharging, Not charging, Full or Unknown."""
     try:
-        return transport.shell(f"cat {battery_dir}/status").strip()
+        return transport.read_files([f"{battery_dir}/status"])[0].strip()
     except RuntimeError as err:
         raise RuntimeError(f"cannot read the battery status in {battery_dir} on {transport.name}: {err}") from err
 
 
-def integrate_energy(samples: Sequence[PowerSample]) -> float:
-    """Joules: the trapezoid integral of |I| x V over the samples (at least two, in time order)."""
+def integrate_energy(samples: Sequence[PowerSample], start: float | None = None, end: float | None = None) -> float:
+    """Joules: the trapezoid integral of |I| x V over the samples (at least two, in time order),
+    only from `start` to `end` when given (power interpolated linearly at both ends)."""
     if len(samples) < 2:
         raise ValueError(f"energy needs at least two power samples, got {len(samples)}")
     if any(b.t_s <= a.t_s for a, b in zip(samples, samples[1:])):
         raise ValueError("power samples must be in strictly increasing time order")
-    return sum((b.t_s - a.t_s) * (a.power_w + b.power_w) / 2 for a, b in zip(samples, samples[1:]))
+    start = samples[0].t_s if start is None else start
+    end = samples[-1].t_s if end is None else end
+    if not samples[0].t_s <= start <= end <= samples[-1].t_s:
+        raise ValueError(f"span [{start}, {end}] is not inside the samples' [{samples[0].t_s}, {samples[-1].t_s}]")
+    times = np.array([s.t_s for s in samples])
+    power = np.array([s.power_w for s in samples])
+    inside = (times > start) & (times < end)
+    t = np.concatenate([[start], times[inside], [end]])
+    p = np.interp(t, times, power)
+    return float(np.sum(np.diff(t) * (p[1:] + p[:-1]) / 2))
 
 
 @dataclasses.dataclass
@@ -131,9 +143,12 @@ class EnergyMeter:
             raise RuntimeError(f"battery sampling failed: {self._error}") from self._error
         self._read()
 
-    def report(self) -> EnergyReport:
+    def report(self, start: float | None = None, end: float | None = None) -> EnergyReport:
+        """Energy over [start, end] (time.monotonic seconds inside the `with` block; default: all of it)."""
         samples = sorted(self.samples, key=lambda s: s.t_s)
-        return EnergyReport(samples[-1].t_s - samples[0].t_s, integrate_energy(samples), len(samples))
+        start = samples[0].t_s if start is None else start
+        end = samples[-1].t_s if end is None else end
+        return EnergyReport(end - start, integrate_energy(samples, start, end), len(samples))
 
 
 @dataclasses.dataclass
@@ -161,8 +176,10 @@ def bench_energy(bundle: Path, transport: Transport, dest: str, *, function: str
                  allow_charging: bool = False) -> FunctionEnergy:
     """Energy per call of `update` or a forward function: idle power first, then calls for `seconds`.
 
-    Calls run in batches of `number` (one run_module each, plus its warm-up call). Refused
-    while the battery charges, unless allow_charging.
+    The module is loaded and its arguments copied to the device once, before measuring; then
+    calls run in batches of `number` (plus each batch's warm-up call), and only the span from
+    the first call to the last one is integrated. Refused while the battery charges, unless
+    allow_charging.
     """
     status = battery_status(transport, battery_dir)
     if status in ("Charging", "Full") and not allow_charging:
@@ -175,13 +192,18 @@ def bench_energy(bundle: Path, transport: Transport, dest: str, *, function: str
         raise ValueError(f"bundle has no function {function!r}; choose one of: {', '.join(calls)}")
     call = calls[function]
     push_bundle(bundle, transport, dest, names=[call.module])
+    timer = transport.prepare(remote_path(dest, call.module), function, call.args)
+    timer.time(number=1, repeat=1)  # first-call costs (page faults, thread pool start) stay outside
 
     with EnergyMeter(transport, interval_s=interval_s, battery_dir=battery_dir) as idle:
+        idle_start = time.monotonic()
         time.sleep(idle_seconds)
+        idle_end = time.monotonic()
     count = 0
-    start = time.monotonic()
     with EnergyMeter(transport, interval_s=interval_s, battery_dir=battery_dir) as busy:
+        start = time.monotonic()
         while time.monotonic() - start < seconds:
-            transport.run_module(remote_path(dest, call.module), function, call.args, number=number, repeat=1)
+            timer.time(number=number, repeat=1)
             count += number + 1  # time_evaluator's discarded warm-up call runs too
-    return FunctionEnergy(function, count, idle.report(), busy.report())
+        end = time.monotonic()
+    return FunctionEnergy(function, count, idle.report(idle_start, idle_end), busy.report(start, end))

@@ -37,6 +37,13 @@ class ShellResult:
     stderr: str
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux prctl)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now, for the device's RPC server."""
     with socket.socket() as sock:
@@ -59,6 +66,7 @@ class QemuTransport:
         self.storage = Path(storage).resolve() if storage is not None else self.emulator.storage
         self.storage.mkdir(parents=True, exist_ok=True)
         self._server: subprocess.Popen | None = None
+        self._port = 0
         self._rpc: RPCTransport | None = None
 
     @property
@@ -141,43 +149,40 @@ class QemuTransport:
         tmp.mkdir(exist_ok=True)
         return tmp
 
-    def rpc(self) -> RPCTransport:
-        """The TVM RPC server inside the emulator (started on first use, on a free 127.0.0.1 port)."""
-        if self._rpc is not None:
-            return self._rpc
-        port = free_port()
+    def start_rpc_server(self) -> tuple[str, int]:
+        """Starts the TVM RPC server inside the emulator (once) on a free 127.0.0.1 port; (host, port)
+        once it listens. It serves one session at a time: the tuner's RPC runner connects here itself."""
+        if self._server is not None and self._server.poll() is None:
+            return "127.0.0.1", self._port
+        self._port = free_port()
         log = self.storage / ".rpc_server.log"
         command = self.emulator.python_command(["-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
-                                                "--port", str(port), "--port-end", str(port + 1)])
+                                                "--port", str(self._port), "--port-end", str(self._port + 1)])
         with open(log, "w") as out:
-            # its own session, so that close() stops the server, its worker and their forks together
+            # its own process group, so that close() stops the server, its worker and their forks
+            # together; and it dies with this process, so a killed harness leaves no server behind
             self._server = subprocess.Popen(command, cwd=self.storage, stdout=out, stderr=subprocess.STDOUT,
                                             env=self.emulator.environment({"TMPDIR": str(self._tmp())}),
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + RPC_START_TIMEOUT_S
-        while self._rpc is None:
+        while "bind to" not in log.read_text():
             if self._server.poll() is not None:
                 raise RuntimeError(f"the TVM RPC server in the emulator exited ({self._server.returncode}): "
                                    f"{' '.join(log.read_text().strip().splitlines()[-2:])}")
-            if "bind to" in log.read_text():
-                try:
-                    self._rpc = RPCTransport("127.0.0.1", port)
-                    self._rpc.name = self.name
-                except RuntimeError:
-                    pass
-            if self._rpc is None:
-                if time.monotonic() > deadline:
-                    self.close()
-                    raise RuntimeError(f"the TVM RPC server in the emulator did not listen within "
-                                       f"{RPC_START_TIMEOUT_S:.0f} s (log: {log})")
-                time.sleep(0.5)
-        return self._rpc
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"the TVM RPC server in the emulator did not listen within "
+                                   f"{RPC_START_TIMEOUT_S:.0f} s (log: {log})")
+            time.sleep(0.2)
+        return "127.0.0.1", self._port
 
-    @property
-    def rpc_address(self) -> tuple[str, int]:
-        """(host, port) of the device's RPC server, starting it if needed (the tuner connects there)."""
-        host, port = self.rpc().address.rsplit(":", 1)
-        return host, int(port)
+    def rpc(self) -> RPCTransport:
+        """A session with the device's TVM RPC server (started on first use); kept until close()."""
+        if self._rpc is None:
+            host, port = self.start_rpc_server()
+            self._rpc = RPCTransport(host, port)
+            self._rpc.name = self.name
+        return self._rpc
 
     def prepare(self, module: str, function: str, args: Sequence[np.ndarray]) -> VMFunctionTimer:
         path = self.path(module)

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "autlearn.cmd_device",
     "autlearn.cmd_bench",
     "autlearn.cmd_harness",
+    "autlearn.cmd_eval",
     "autlearn.cmd_emulator",
 )
 

@@ -146,8 +146,11 @@ def nwp_data(preset: Preset, seed: int, vocab: list[str] | None = None) -> TaskD
     return TaskData("nwp", train, val, vocab=list(words.tokens))
 
 
-def image_data(preset: Preset, seed: int) -> TaskData:
-    """Characters of the public writers, as float32 [n, 1, 28, 28] in [0, 1]."""
+def image_data(preset: Preset, seed: int, vocab: list[str] | None = None) -> TaskData:
+    """Characters of the public writers, as float32 [n, 1, 28, 28] in [0, 1] (an image task has no
+    vocabulary: `vocab` is for the loaders' one signature and must be None)."""
+    if vocab is not None:
+        raise ValueError("the image task has no vocabulary")
     from cloud_pretrain.data.fonts import FEMNIST_CLASSES, handwriting_fonts
     from cloud_pretrain.data.images import WritingSettings, handwriting_users
     from cloud_pretrain.data.writers import split_fonts

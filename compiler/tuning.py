@@ -95,7 +95,7 @@ def tuning_device(target_name: str) -> Iterator[RPCDevice | None]:
         yield None
         return
     with QemuTransport() as emulated:
-        host, port = emulated.rpc_address
+        host, port = emulated.start_rpc_server()
         yield RPCDevice(host, port, ARM64_LINUX_CC, f"{emulated.description} (emulated: the times rank candidates "
                                                     "against each other, they are not phone times)")
 
@@ -104,6 +104,7 @@ def rpc_runner(device: RPCDevice) -> ms.runner.RPCRunner:
     """MetaSchedule's RPC runner measuring on `device`, one candidate at a time (a device's server
     serves one session at a time)."""
     return ms.runner.RPCRunner(
+        # RPCConfig insists on tracker fields; f_create_session connects to the server directly
         rpc_config=ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key="direct",
                                        session_timeout_sec=120),
         evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=0),

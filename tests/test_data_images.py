@@ -108,3 +108,20 @@ def test_writers_of_one_font_write_in_hands_of_their_own(writers):
     again = render_writer(first.id, font_of(first.id), WritingSettings(seed=9, samples_per_class=1.5))[0]
     assert np.abs(mean[0] - mean[1]).mean() > 5
     assert draw_style(first.id, 9) != draw_style(first.id, SMALL.seed) and len(again)
+
+
+def test_the_image_task_pretrains_on_public_writers_only(monkeypatch, tmp_path):
+    """The loader the pretraining calls (with the one signature of every task's loader)."""
+    import cloud_pretrain.data.images as images
+    from cloud_pretrain.tasks import get_preset, load_data
+
+    seen = []
+    real = images.cached_writer
+    monkeypatch.setattr(images, "cached_writer", lambda writer, font, *a: seen.append(font) or real(writer, font, *a))
+    monkeypatch.setenv("AUTLEARN_CACHE", str(tmp_path))
+    data = load_data("image", get_preset("image", "tiny"), seed=0)
+    x, y = data.train[0]
+    assert x.shape[1:] == (1, 28, 28) and len(y) == 600 and data.num_classes == 62
+    assert seen and {font_family(f) for f in seen} <= set(PUBLIC_FAMILIES)
+    with pytest.raises(ValueError, match="no vocabulary"):
+        load_data("image", get_preset("image", "tiny"), seed=0, vocab=["<pad>", "<unk>"])

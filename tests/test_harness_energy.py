@@ -1,8 +1,7 @@
 """android_harness.energy: battery counters integrated over a run.
 
 No phone battery exists here, so the counters come from a FakePhone (named as a fake): a
-LocalTransport whose `cat .../current_now .../voltage_now` answers from a script; its storage
-and module runs are real.
+LocalTransport whose battery files answer from a script; its storage and module runs are real.
 """
 from __future__ import annotations
 
@@ -31,20 +30,31 @@ class FakePhone(LocalTransport):
         self.busy = False
         self.reads = 0
 
-    def shell(self, command: str) -> str:
-        if command == f"cat {BATTERY_DIR}/current_now {BATTERY_DIR}/voltage_now":
+    def read_files(self, remote: list[str]) -> list[str]:
+        if remote == [f"{BATTERY_DIR}/current_now", f"{BATTERY_DIR}/voltage_now"]:
             self.reads += 1
-            return f"{self.current_ua(time.monotonic(), self.busy)}\n{VOLTS_UV}\n"
-        if command == f"cat {BATTERY_DIR}/status":
-            return f"{self.status}\n"
-        return super().shell(command)
+            return [f"{self.current_ua(time.monotonic(), self.busy)}\n", f"{VOLTS_UV}\n"]
+        if remote == [f"{BATTERY_DIR}/status"]:
+            return [f"{self.status}\n"]
+        return super().read_files(remote)
 
-    def run_module(self, *args, **kwargs) -> list[float]:
-        self.busy = True
+    def prepare(self, *args, **kwargs) -> "BusyWhileTimed":
+        self.prepared = getattr(self, "prepared", 0) + 1
+        return BusyWhileTimed(self, super().prepare(*args, **kwargs))
+
+
+class BusyWhileTimed:
+    """The FakePhone's current is high only while calls are being timed (a real timer inside)."""
+
+    def __init__(self, phone: FakePhone, timer) -> None:
+        self.phone, self.timer = phone, timer
+
+    def time(self, **kwargs) -> list[float]:
+        self.phone.busy = True
         try:
-            return super().run_module(*args, **kwargs)
+            return self.timer.time(**kwargs)
         finally:
-            self.busy = False
+            self.phone.busy = False
 
 
 def test_trapezoid_arithmetic() -> None:
@@ -55,6 +65,15 @@ def test_trapezoid_arithmetic() -> None:
         integrate_energy(samples[:1])
     with pytest.raises(ValueError, match="increasing"):
         integrate_energy([samples[1], samples[0]])
+
+
+def test_integration_is_clipped_to_the_timed_span() -> None:
+    samples = [PowerSample(0.0, 1.0, 4.0), PowerSample(1.0, -1.0, 4.0), PowerSample(3.0, 2.0, 4.0)]
+    # 4 W from 0.5 s to 1 s (2 J), then 4 W rising to 6 W at 2 s (5 J)
+    assert integrate_energy(samples, 0.5, 2.0) == pytest.approx(7.0, rel=1e-12)
+    assert integrate_energy(samples, 1.5, 1.5) == 0.0
+    with pytest.raises(ValueError, match="not inside"):
+        integrate_energy(samples, -1.0, 2.0)
 
 
 def test_read_power_units_and_errors(tmp_path: Path) -> None:
@@ -109,6 +128,8 @@ def test_bench_energy_subtracts_idle_power(tmp_path: Path, tiny_nwp_bundle: Path
     expected = (result.busy.energy_j - 1.0 * result.busy.duration_s) / result.calls
     assert result.joules_per_call == pytest.approx(expected) and result.joules_per_call > 0
     assert (tmp_path / "phone/bundle/update.so").is_file()
+    assert phone.prepared == 1  # the module and its arguments were loaded once, outside the measurement
+    assert result.busy.duration_s == pytest.approx(0.6, abs=0.3)
     with pytest.raises(ValueError, match="no function 'backward'"):
         bench_energy(tiny_nwp_bundle, phone, "bundle", function="backward")
 
@@ -140,3 +161,21 @@ def test_cli_bench_energy_with_battery_files(tmp_path: Path, tiny_nwp_bundle: Pa
     assert data["function"] == "forward_b1_l6" and data["calls"] > 0
     assert data["idle_power_w"] == pytest.approx(1.0) and data["busy_power_w"] == pytest.approx(1.0)
     assert abs(data["joules_per_call"]) < 1e-9
+
+
+def test_cli_bench_energy_over_the_rpc_transport(tmp_path: Path, tiny_nwp_bundle: Path) -> None:
+    """A REAL TVM RPC server started here; the (FAKE, constant) counter files are read through its download."""
+    from autlearn.cli import main
+
+    battery = tmp_path / "battery"
+    battery.mkdir()
+    (battery / "current_now").write_text("500000\n")
+    (battery / "voltage_now").write_text(f"{VOLTS_UV}\n")
+    (battery / "status").write_text("Discharging\n")
+    out = tmp_path / "energy.json"
+    assert main(["bench", "energy", "--bundle", str(tiny_nwp_bundle), "--transport", "rpc", "--battery", str(battery),
+                 "--function", "update", "--seconds", "0.3", "--idle-seconds", "0.1", "--interval", "0.05",
+                 "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["transport"] == "rpc" and data["calls"] > 0
+    assert data["busy_power_w"] == pytest.approx(2.0) and data["idle_power_w"] == pytest.approx(2.0)
