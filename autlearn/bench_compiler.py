@@ -82,7 +82,7 @@ def time_side_by_side(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
-class _TvmUpdate:
+class TvmUpdate:
     """Calls a bundle's `update` with tensors kept on the device, feeding each step's params back."""
 
     def __init__(self, bundle: Any, cut: np.ndarray, labels: np.ndarray) -> None:
@@ -98,7 +98,7 @@ class _TvmUpdate:
         return float(out[0].numpy())
 
 
-def _forward_fn(bundle: Any, x: np.ndarray) -> Callable[[], Any]:
+def tvm_forward_fn(bundle: Any, x: np.ndarray) -> Callable[[], Any]:
     import tvm
 
     entry = next(f for f in bundle.manifest.forward_functions if f["input_shape"] == list(x.shape))
@@ -165,7 +165,7 @@ def bench_compiler(model: nn.Module, inputs: dict[str, Any], work_dir: Path, *, 
                                 threads=threads)
         updates = {"torch": lambda: torch_step(cut_torch, y_torch),
                    "ort": lambda: ort.step(cut_acts, y_train)}
-        updates |= {v: _TvmUpdate(b, cut_acts, y_train) for v, b in bundles.items()}
+        updates |= {v: TvmUpdate(b, cut_acts, y_train) for v, b in bundles.items()}
         first_loss = {name: fn() for name, fn in updates.items()}
         update_ms = time_side_by_side(updates, warmup=warmup, repeats=repeats, block=TIMING_BLOCK, desc="update step",
                                       progress=progress)
@@ -176,7 +176,7 @@ def bench_compiler(model: nn.Module, inputs: dict[str, Any], work_dir: Path, *, 
         with torch.no_grad():
             return model(x_torch)
 
-    forwards = {"torch": torch_forward} | {v: _forward_fn(b, x_one) for v, b in bundles.items()}
+    forwards = {"torch": torch_forward} | {v: tvm_forward_fn(b, x_one) for v, b in bundles.items()}
     forward_ms = time_side_by_side(forwards, warmup=warmup, repeats=repeats, block=TIMING_BLOCK, desc="forward",
                                   progress=progress)
 

@@ -30,7 +30,7 @@ def _eval_accuracy(args: argparse.Namespace) -> int:
 
 
 def register(tree: CommandTree) -> None:
-    """Adds `eval accuracy` (and `eval cost`)."""
+    """Adds `eval accuracy` and `eval cost`."""
     p = tree.subcommand("eval", "accuracy", group_help=GROUP_HELP,
                         help="personalised accuracy of pretrained, AutLearn (on the device path), CloudTrain, "
                              "CloudCustomize, FedAvg (Flower) and online learning, over the top 10%% of users")
@@ -43,3 +43,46 @@ def register(tree: CommandTree) -> None:
     p.add_argument("--work", type=Path, default=None, help="bundle, user shards and states")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_eval_accuracy)
+    register_cost(tree)
+
+
+def _eval_cost(args: argparse.Namespace) -> int:
+    import json
+
+    from autlearn.eval_cost import eval_cost
+
+    for path in [args.checkpoint, *([args.compressed] if args.compressed else [])]:
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+    report = eval_cost(args.task, args.checkpoint, args.work or Path("out") / "eval" / f"cost-{args.task}",
+                       compressed=args.compressed, tune_trials=args.tune_trials, threads=args.threads,
+                       repeats=args.repeats, epochs=args.epochs)
+    json_path = args.json or Path("out") / "eval" / f"cost-{args.task}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    for config, ms in report["ms_per_sample"].items():
+        days = report["days_at_120_min"].get(config)
+        print(f"{config:>22}: {ms:8.4f} ms a sample" + (f", {days:.4f} days a user" if days is not None else ""))
+    print(f"autlearn: x{report['speedup_vs_pytorch']:.2f} vs PyTorch eager, x{report['speedup_vs_ort']:.2f} vs ORT; "
+          f"cache x{report['cache_speedup']:.2f}")
+    for goal, met in report["goals"].items():
+        print(f"  {'met ' if met else 'MISS'}  {goal}")
+    print(f"wrote {json_path}")
+    return 0
+
+
+def register_cost(tree: CommandTree) -> None:
+    """Adds `eval cost`."""
+    p = tree.subcommand("eval", "cost", group_help=GROUP_HELP,
+                        help="training time per sample of AutLearn (compressed, compiled, tuned), without "
+                             "compression, PyTorch eager, ONNX Runtime training, online with and without the cache")
+    p.add_argument("--task", required=True, help="a task recipe of cloud_pretrain/recipes.py")
+    p.add_argument("--checkpoint", required=True, type=Path, help="the unpruned pretrained checkpoint.pt")
+    p.add_argument("--compressed", type=Path, default=None, help="a pruned checkpoint (default: none, the unpruned)")
+    p.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials per module for both bundles")
+    p.add_argument("--threads", type=int, default=1, help="threads for every implementation")
+    p.add_argument("--repeats", type=int, default=20, help="timed rounds (medians)")
+    p.add_argument("--epochs", type=int, default=5, help="offline epochs, for the days a user needs")
+    p.add_argument("--json", type=Path, default=None, help="report (default: out/eval/cost-TASK.json)")
+    p.add_argument("--work", type=Path, default=None, help="where the bundles go")
+    p.set_defaults(func=_eval_cost)

@@ -8,6 +8,8 @@ trainable layers (the bundle's: by default the last linear layer) everywhere:
 - `cloudtrain`: one head trained centrally on all selected users' train splits;
 - `cloudcustomize`: cloudtrain, then fine-tuned on each user's own train split;
 - `fedavg`: the head trained with FedAvg over the same users on Flower's simulation engine;
+- `device_pretrained`: the bundle on the device before learning, a check that the device path
+  evaluates the same model as `pretrained`;
 - `online`: the prequential accuracy of online learning (predict, then learn, with the cache)
   over the user's stream (train then test samples), against `online_pretrained`, the pretrained
   model alone on the same stream.
@@ -91,12 +93,14 @@ def _device_modes(bundle: Path, users: list[UserSplit], epochs: int, work: Path,
     from device_runtime.policy import AlwaysProvider, TrainingPolicy
 
     always = TrainingPolicy(AlwaysProvider())
-    results: dict[str, dict] = {"autlearn": {}, "autlearn_no_augmentation": {}, "online": {}, "curves": {}}
+    results: dict[str, dict] = {"autlearn": {}, "autlearn_no_augmentation": {}, "online": {}, "curves": {},
+                                "device_pretrained": {}}
     for user in tqdm(users, desc="device learning", unit="user", leave=False, disable=None):
         for mode, ratio in (("autlearn", 1.0), ("autlearn_no_augmentation", 0.0)):
             run = OfflineRun(bundle, user.shard, work / "state" / mode / user.shard.stem,
                              OfflineConfig(epochs=epochs, augment_ratio=ratio, seed=seed, checkpoint_every=10_000),
                              always)
+            results["device_pretrained"][user.id] = run.evaluate()  # the bundle's params, before learning
             run.run()
             results[mode][user.id] = run.evaluate()
         status = run_online(bundle, user.stream, work / "state" / "online" / user.shard.stem,
@@ -160,6 +164,8 @@ def eval_accuracy(task: str, checkpoint: Path, work: Path, *, users: int | None 
                               "fedavg_setup": {"rounds": epochs, "clients_per_round": len(splits), "local_epochs": 1,
                                                "engine": "flwr.simulation.run_simulation (Ray backend)"}}
     report.update({mode: summarise(values) for mode, values in per_user.items()})
+    # the device's accuracy before learning: the same model as `pretrained`, through the bundle
+    report["device_pretrained"] = summarise(device["device_pretrained"])
     report["online"] = summarise(device["online"])
     report["online_pretrained"] = summarise(online_pretrained)
     report["online_curve"] = _mean_curve(device["curves"])

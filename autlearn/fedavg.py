@@ -16,6 +16,17 @@ import numpy as np
 from autlearn.eval_head import Head
 
 
+def _flower_logs_to_the_log_file() -> None:
+    """Flower logs to the console through a handler of its own; hand its records to the root logger
+    instead, whose handler is the toolkit's log file (autlearn/logs.py)."""
+    logger = logging.getLogger("flwr")
+    for handler in [h for h in logger.handlers if isinstance(h, logging.StreamHandler)
+                    and not isinstance(h, logging.FileHandler)]:
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.INFO)
+
+
 def fedavg_head(initial: Head, client_files: list[Path], *, rounds: int, local_epochs: int, lr: float,
                 batch: int, seed: int = 0) -> Head:
     """The global head after `rounds` of FedAvg over the clients whose features and labels are in
@@ -56,7 +67,7 @@ def fedavg_head(initial: Head, client_files: list[Path], *, rounds: int, local_e
                                 num_rounds=rounds)
         final.extend(result.arrays.to_numpy_ndarrays())
 
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    _flower_logs_to_the_log_file()
     run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(files),
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"logging_level": logging.ERROR, "log_to_driver": False}})

@@ -24,7 +24,7 @@ from cloud_pretrain.models import StagedModel
 from cloud_pretrain.plots import plot_bars, plot_lines
 from cloud_pretrain.resources import LatencyMeter, count_flops, make_resource, parameter_bytes
 from cloud_pretrain.search import Member, SearchConfig, netadapt, parse_budgets
-from cloud_pretrain.tasks import Preset, TaskData, get_preset
+from cloud_pretrain.tasks import get_preset, load_data
 from cloud_pretrain.train import Buckets, count_examples, evaluate
 
 # MobileNetV2 offers 18 groups to 3 for the LSTM, and each of its steps costs more:
@@ -64,14 +64,6 @@ def split_validation(val: Buckets, held_out_fraction: float = HELD_OUT_FRACTION,
         n = min(max(n, 1), len(y) - 1)
         held_out[key], search[key] = (x[perm[:n]], y[perm[:n]]), (x[perm[n:]], y[perm[n:]])
     return search, held_out
-
-
-def _load_data(task: str, preset: Preset, seed: int, meta: dict[str, Any]) -> TaskData:
-    """The checkpoint's own data; a text checkpoint's vocabulary keeps the ids (image loaders take none)."""
-    from cloud_pretrain.recipes import get_task
-
-    loader = get_task(task).data
-    return loader(preset, seed, vocab=meta["vocab"]) if "vocab" in meta else loader(preset, seed)
 
 
 def _row(name: str, budget: str, resource: float, search_accuracy: float, accuracy: float, model: StagedModel,
@@ -148,7 +140,7 @@ def prune_family(task: str, checkpoint: str | Path, resource_name: str, budgets:
     resource = make_resource(resource_name, task, latency_meter)
     base_value = resource.measure(model)
     parsed = parse_budgets(budgets, base_value)
-    data = _load_data(task, data_preset, trained["seed"], meta)
+    data = load_data(task, data_preset, trained["seed"], vocab=meta.get("vocab"))
     search, held_out = split_validation(data.val)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

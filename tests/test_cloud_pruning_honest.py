@@ -64,8 +64,11 @@ def test_the_search_scores_only_on_its_split_and_may_factorise(monkeypatch):
     assert seen and all({x.data_ptr() for x, _ in b.values()} <= searched for b in seen)
     assert not any({x.data_ptr() for x, _ in b.values()} & held for b in seen)
     assert all(m.resource <= b.value for m, b in zip(members, budgets))
-    # the head is the biggest block of parameters: cutting its rank is the cheapest move
-    assert "fc" in members[-1].model.config["ranks"]
+    value = params.measure(model)
+    offered = dict(search._proposals(model, params, value, 0.8 * value, config))
+    assert {"fc/rank", "lstm2"} <= set(offered)  # factorisation competes with pruning
+    assert "fc/rank" not in dict(search._proposals(model, params, value, 0.8 * value,
+                                                   SearchConfig(factorise=False)))
 
 
 def test_the_goal_is_judged_on_held_out_and_the_pick_on_the_search_split():
