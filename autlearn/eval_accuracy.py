@@ -202,7 +202,7 @@ def plot_accuracy(report: dict[str, Any], path: Path) -> Path:
     fig, (bars, curve) = plt.subplots(1, 2, figsize=(11, 4))
     bars.bar(range(len(modes)), [report[m]["mean"] for m in modes], yerr=[report[m]["ci95"] for m in modes],
              capsize=4, color=["#999"] + ["#2a7"] * 2 + ["#47c"] * 3 + ["#999", "#2a7"])
-    bars.set_xticks(range(len(modes)), [m.replace("_", "\n") for m in modes], fontsize=7)
+    bars.set_xticks(range(len(modes)), [m.replace("_", " ") for m in modes], fontsize=7, rotation=35, ha="right")
     bars.set_ylabel("test accuracy (%), mean over users, 95% CI")
     bars.set_title(f"{report['task']}: {report['users']} users")
     fractions, accuracy = zip(*report["online_curve"]) if report["online_curve"] else ((), ())

@@ -28,10 +28,14 @@ def task_users(task: str, leaf: str | os.PathLike | None = None) -> list[User]:
 
 def installed_sources() -> dict[str, pathlib.Path]:
     """Where each offline source lives; an error names the first one missing and its package."""
-    from cloud_pretrain.data.paths import debian_data
+    import shutil
+
+    from cloud_pretrain.data.paths import debian_data, require_path
     from cloud_pretrain.data.shakespeare import plays_dir
     from cloud_pretrain.data.text import FORTUNES_DIR, WORDNET_DIR
 
     return {"WordNet": debian_data(WORDNET_DIR, "wordnet-base", "WordNet data"),
             "fortunes": debian_data(FORTUNES_DIR, "fortunes", "fortune files"),
+            "King James Bible": require_path(shutil.which("bible") or "/usr/bin/bible", "the King James Bible reader",
+                                             "install the Debian package bible-kjv (make system-deps)"),
             "Shakespeare plays": plays_dir()}
