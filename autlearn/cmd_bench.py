@@ -48,8 +48,8 @@ def _bench_compiler(args: argparse.Namespace) -> int:
                             warmup=args.warmup, profile=args.profile)
     json_file, png = write_report(result, json_path)
     update, forward = result["update_ms"], result["forward_ms"]
-    print(f"update step (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in update.items()))
-    print(f"forward b1 (ms):  " + ", ".join(f"{k} {v:.3f}" for k, v in forward.items()))
+    print("update step (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in update.items()))
+    print("forward b1 (ms):  " + ", ".join(f"{k} {v:.3f}" for k, v in forward.items()))
     print(f"{result['compared']}: update x{result['update_speedup_vs_torch']:.2f} vs torch, "
           f"x{result['update_speedup_vs_ort']:.2f} vs ORT; forward x{result['forward_speedup_vs_torch']:.2f} "
           f"vs torch; {result['tuned_trials']} new tuning trials")

@@ -9,6 +9,11 @@ from autlearn.cli import CommandTree
 GROUP_HELP = "the paper's experiments: personalised accuracy by mode, and the cost of training"
 
 
+def _print_goals(goals: dict[str, bool]) -> None:
+    for goal, met in goals.items():
+        print(f"  {'met ' if met else 'MISS'}  {goal}")
+
+
 def _eval_accuracy(args: argparse.Namespace) -> int:
     from autlearn.eval_accuracy import eval_accuracy, plot_accuracy, write_report
 
@@ -23,8 +28,7 @@ def _eval_accuracy(args: argparse.Namespace) -> int:
         print(f"{mode:>25}: {report[mode]['mean']:6.2f} +- {report[mode]['ci95']:.2f} points")
     print(f"augmentation gain {report['augmentation_gain']:+.2f}, online gain {report['online_gain']:+.2f} points "
           f"({report['users']} users)")
-    for goal, met in report["goals"].items():
-        print(f"  {'met ' if met else 'MISS'}  {goal}")
+    _print_goals(report["goals"])
     print(f"wrote {json_path} and {plot}")
     return 0
 
@@ -65,8 +69,7 @@ def _eval_cost(args: argparse.Namespace) -> int:
         print(f"{config:>22}: {ms:8.4f} ms a sample" + (f", {days:.4f} days a user" if days is not None else ""))
     print(f"autlearn: x{report['speedup_vs_pytorch']:.2f} vs PyTorch eager, x{report['speedup_vs_ort']:.2f} vs ORT; "
           f"cache x{report['cache_speedup']:.2f}")
-    for goal, met in report["goals"].items():
-        print(f"  {'met ' if met else 'MISS'}  {goal}")
+    _print_goals(report["goals"])
     print(f"wrote {json_path}")
     return 0
 

@@ -6,7 +6,7 @@ import pytest
 
 from cloud_pretrain.data.fonts import FEMNIST_CLASSES, handwriting_fonts, missing_characters, package_font_files
 from cloud_pretrain.data.images import WritingSettings, device_fonts, handwriting_users, render_writer
-from cloud_pretrain.data.users import ImageUser, summary, top_users
+from cloud_pretrain.data.users import ImageUser, summary
 from cloud_pretrain.data.writers import PUBLIC_FAMILIES, draw_style, font_family, split_fonts
 
 # about 93 images a writer, two writers per device font: fast, all 62 classes

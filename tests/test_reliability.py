@@ -1,9 +1,7 @@
 """The reliability suite (`autlearn bench reliability`), each section at a CI size on the tiny
 bundles: the same functions the full run calls, with goals asserted."""
 import json
-import shutil
 
-import numpy as np
 import pytest
 
 from autlearn.cli import main

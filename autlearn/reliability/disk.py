@@ -8,9 +8,7 @@ kernel refuses that, ENOSPC is injected at the checkpoint's fsync instead, and t
 """
 from __future__ import annotations
 
-import errno
 import json
-import os
 import shutil
 import subprocess
 import sys
