@@ -123,15 +123,16 @@ class QemuTransport:
                                f"{result.stderr.strip()}")
         return result.stdout
 
-    def python(self, args: Sequence[str], timeout: float | None = None) -> subprocess.CompletedProcess:
-        """Runs the device's arm64 python with `args` in the storage directory (e.g. `-m autlearn device ...`)."""
-        return self.emulator.run_python(list(args), cwd=self.storage, timeout=timeout,
+    def python(self, args: Sequence[str], timeout: float | None = None,
+               cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """Runs the device's arm64 python with `args` in `cwd` (default: the storage directory)."""
+        return self.emulator.run_python(list(args), cwd=cwd or self.storage, timeout=timeout,
                                         env={"TMPDIR": str(self._tmp())})
 
-    def autlearn(self, args: Sequence[str], timeout: float | None = None) -> str:
-        """Runs `autlearn ARGS` on the device (e.g. `device offline`); its stdout. RuntimeError names
-        the device's error line. Host paths mean the same there (qemu-user shares the file system)."""
-        done = self.python(["-m", "autlearn", *args], timeout=timeout)
+    def autlearn(self, args: Sequence[str], timeout: float | None = None, cwd: Path | None = None) -> str:
+        """Runs `autlearn ARGS` on the device (e.g. `device offline`) in `cwd`; its stdout. RuntimeError
+        names the device's error line. Host paths mean the same there (qemu-user shares the file system)."""
+        done = self.python(["-m", "autlearn", *args], timeout=timeout, cwd=cwd)
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines()
             raise RuntimeError(f"`autlearn {' '.join(args[:2])}` failed on the {self.name} device "

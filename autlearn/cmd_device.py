@@ -6,6 +6,7 @@ device_runtime.isolation), then calls the device_runtime library.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def _online(args: argparse.Namespace) -> int:
                             cache_size=args.cache_size, max_age_s=args.max_age, feedback_delay=args.feedback_delay,
                             use_cache=not args.no_cache, checkpoint_every=args.checkpoint_every,
                             on_sample=lambda i: bar.update(1), text=args.text is not None)
-    if status["curve"]:
+    if status["curve"] and importlib.util.find_spec("matplotlib") is not None:  # a phone has no matplotlib
         plot = Path(args.state) / "prequential.png"
         _plot_curve(status["curve"], plot)
         status["plot"] = str(plot)

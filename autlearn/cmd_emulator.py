@@ -1,4 +1,4 @@
-"""`autlearn emulator setup|info`: the emulated arm64 device (android_harness.emulator)."""
+"""`autlearn emulator setup|info|run`: the emulated arm64 device (android_harness.emulator)."""
 from __future__ import annotations
 
 import argparse
@@ -29,8 +29,20 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from android_harness.qemu import QemuTransport
+
+    command = args.autlearn_args[1:] if args.autlearn_args[:1] == ["--"] else args.autlearn_args
+    if not command:
+        raise ValueError("give the autlearn command to run on the device, e.g. `autlearn emulator run -- device "
+                         "offline --bundle B --data D --state S`")
+    with QemuTransport(args.root) as device:
+        print(device.autlearn(command, cwd=Path.cwd()), end="")  # relative paths mean what they do here
+    return 0
+
+
 def register(tree: CommandTree) -> None:
-    """Adds `emulator setup` and `emulator info`."""
+    """Adds `emulator setup`, `emulator info` and `emulator run`."""
     p = tree.subcommand("emulator", "setup", "build the arm64 root (Debian arm64 packages, aarch64 wheels, the "
                         "device packages) that the qemu transport runs; idempotent, downloads only what is "
                         "missing", GROUP_HELP)
@@ -41,3 +53,9 @@ def register(tree: CommandTree) -> None:
                         GROUP_HELP)
     p.add_argument("--root", type=Path, help="root directory (default: as for setup)")
     p.set_defaults(func=_info)
+    p = tree.subcommand("emulator", "run", "run an autlearn command (device offline|online|infer|status) on the "
+                        "emulated arm64 device; paths mean the same there", GROUP_HELP)
+    p.add_argument("--root", type=Path, help="root directory (default: as for setup)")
+    p.add_argument("autlearn_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                   help="the autlearn arguments, after --")
+    p.set_defaults(func=_run)

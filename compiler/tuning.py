@@ -312,7 +312,7 @@ def _tune_tasks(pending: list, per_task: int, database: ms.database.Database, da
                                     cross_compiler=device.cross_compiler if device is not None else None)
     runner = rpc_runner(device) if device is not None else ms.runner.LocalRunner(timeout_sec=30)
     if device is not None:
-        tqdm.write(f"tuning: candidates are measured on {device.description}")
+        tqdm.write(f"tuning: candidates are measured on {device.description}", file=sys.stderr)
     with tqdm(total=budget, unit="trial", desc=f"tuning {len(pending)} tasks",
               disable=None if progress else True) as bar:
         counter = _TrialProgress(bar)

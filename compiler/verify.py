@@ -248,7 +248,7 @@ def verify_where_it_runs(target: str, paths: Mapping[str, Path], modules: Mappin
     if target == "linux-arm64":
         with _emulated_arm64() as device:
             if device is not None:
-                check(_load_on_device(device, paths))
+                check(load_on_device(device, paths))
                 return device.description
     from compiler.targets import resolve_target
 
@@ -274,7 +274,7 @@ def _emulated_arm64() -> Iterator[Any]:
         yield device
 
 
-def _load_on_device(device: Any, paths: Mapping[str, Path]) -> dict[str, LoadedModule]:
+def load_on_device(device: Any, paths: Mapping[str, Path]) -> dict[str, LoadedModule]:
     """Pushes the files (sha256 checked there) and loads each in the device's RPC server."""
     import hashlib
 
