@@ -89,7 +89,7 @@ def test_linux_arm64_bundles_are_verified_inside_the_emulator(arm_nwp: Path, tmp
                        lambda ids: (np.zeros((1, 40), "float32"), np.ones((1, 16), "float32")))
 
 
-def test_offline_learning_in_the_emulator_ends_with_the_hosts_params(arm_nwp: Path, tmp_path: Path,
+def test_offline_then_online_learning_in_the_emulator_end_with_the_hosts_params(arm_nwp: Path, tmp_path: Path,
                                                                      device) -> None:
     from device_runtime.checkpoint import load_checkpoint
 
@@ -106,6 +106,16 @@ def test_offline_learning_in_the_emulator_ends_with_the_hosts_params(arm_nwp: Pa
     on_device, _ = load_checkpoint(tmp_path / "a/checkpoint.npz")
     start = np.load(arm_nwp / "trainable.npz")
     assert float(np.abs(on_device["fc.weight"] - start["fc.weight"]).max()) > 1e-3  # it learned
+    for name in [n for n in on_host if not n.startswith("__")]:
+        np.testing.assert_allclose(on_device[name], on_host[name], rtol=PARAM_RTOL, atol=PARAM_ATOL, err_msg=name)
+    # then online learning on the same stream, continuing the learned state (no matplotlib on the device)
+    online = ["device", "online", "--data", str(shard), "--batch", "4"]
+    subprocess.run([sys.executable, "-m", "autlearn", *online, "--bundle", str(host), "--state", str(tmp_path / "h")],
+                   check=True, capture_output=True)
+    device.autlearn([*online, "--bundle", str(arm_nwp), "--state", str(tmp_path / "a")])
+    on_host, host_meta = load_checkpoint(tmp_path / "h/checkpoint.npz")
+    on_device, device_meta = load_checkpoint(tmp_path / "a/checkpoint.npz")
+    assert device_meta["mode"] == host_meta["mode"] == "online" and device_meta["generation"] == host_meta["generation"]
     for name in [n for n in on_host if not n.startswith("__")]:
         np.testing.assert_allclose(on_device[name], on_host[name], rtol=PARAM_RTOL, atol=PARAM_ATOL, err_msg=name)
 
