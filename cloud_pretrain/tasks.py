@@ -1,7 +1,8 @@
 """The two tasks' public pretraining data and their presets (tiny, demo, paper).
 
 - `nwp`: the public text corpus (a mix of WordNet glosses and examples, fortunes and the King
-  James Bible: the preset's `corpus`), split by sentence (seeded) into train and validation; vocabulary of the 10,000 most frequent training words;
+  James Bible: the preset's `corpus`), split by sentence (seeded) into train and validation;
+  vocabulary of the 10,000 most frequent training words;
   next-word examples bucketed by context length.
 - `image`: the public data is honestly disjoint from the device users. The model has the 62
   FEMNIST classes, which Fashion-MNIST (10 clothing classes) cannot teach, so we pretrain on
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cloud_pretrain.data.text import DEFAULT_CORPUS
 from cloud_pretrain.train import Buckets, TrainConfig
 
 PUBLIC_RENDER_SEED = 1  # the device users' writers are rendered with seed 0
@@ -36,7 +38,7 @@ class Preset:
     buckets: tuple[int, ...] = (10,)  # nwp context-length buckets
     samples_per_class: float = 5.0  # image: mean renders per class and public writer
     writers_per_font: int = 1  # image: public writers per public font
-    corpus: tuple[str, ...] = ("wordnet", "fortunes", "kjv")  # nwp: the public sources (data/text.py SOURCES)
+    corpus: tuple[str, ...] = DEFAULT_CORPUS  # nwp: the public sources (data/text.py SOURCES)
 
 
 PRESETS: dict[str, dict[str, Preset]] = {

@@ -41,7 +41,7 @@ def test_the_king_james_bible_is_a_source_and_mixes_are_chosen_by_name(corpus):
     assert len(kjv) > 30_000 and ["in", "the", "beginning", "god", "created", "the", "heaven", "and", "the",
                                   "earth"] in kjv
     assert ["jesus", "wept"] in kjv and not any(t.startswith("ge1") for t in kjv[0])  # no verse numbers
-    assert len(corpus) == len(public_corpus(("wordnet", "fortunes"))) + len(kjv)
+    assert len(public_corpus(("wordnet", "fortunes", "kjv"))) == len(corpus) + len(kjv)  # the default has no kjv
     assert public_corpus(("kjv",)) == kjv
     with pytest.raises(ValueError, match="unknown corpus source.*tweets.*choose from wordnet, fortunes, kjv"):
         public_corpus(("kjv", "tweets"))
