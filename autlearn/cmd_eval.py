@@ -59,7 +59,8 @@ def _eval_cost(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
     report = eval_cost(args.task, args.checkpoint, args.work or Path("out") / "eval" / f"cost-{args.task}",
-                       compressed=args.compressed, tune_trials=args.tune_trials, threads=args.threads,
+                       compressed=args.compressed, tune_trials=args.tune_trials, tuning_db=args.tuning_db,
+                       threads=args.threads,
                        repeats=args.repeats, epochs=args.epochs)
     json_path = args.json or Path("out") / "eval" / f"cost-{args.task}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +84,8 @@ def register_cost(tree: CommandTree) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="the unpruned pretrained checkpoint.pt")
     p.add_argument("--compressed", type=Path, default=None, help="a pruned checkpoint (default: none, the unpruned)")
     p.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials per module for both bundles")
+    p.add_argument("--tuning-db", type=Path, default=None,
+                   help="tuning database directory (default: the per-target cache, reused across runs)")
     p.add_argument("--threads", type=int, default=1, help="threads for every implementation")
     p.add_argument("--repeats", type=int, default=20, help="timed rounds (medians)")
     p.add_argument("--epochs", type=int, default=5, help="offline epochs, for the days a user needs")

@@ -28,11 +28,11 @@ import numpy as np
 MINUTES_A_DAY = 120
 
 
-def _compiled(model: Any, inputs: dict[str, Any], out: Path, tune_trials: int) -> Any:
+def _compiled(model: Any, inputs: dict[str, Any], out: Path, tune_trials: int, tuning_db: Path | None) -> Any:
     from compiler import compile_bundle
     from device_runtime.bundle import load_bundle
 
-    return load_bundle(compile_bundle(model, out=out, tune_trials=tune_trials, **inputs))
+    return load_bundle(compile_bundle(model, out=out, tune_trials=tune_trials, tuning_db=tuning_db, **inputs))
 
 
 def _ort_frozen(forward: Any, example: Any, workdir: Path, threads: int) -> Any:
@@ -86,8 +86,8 @@ def median_train_samples(task: str) -> int:
 
 
 def eval_cost(task: str, checkpoint: Path, work: Path, *, compressed: Path | None = None, tune_trials: int = 0,
-              threads: int = 1, repeats: int = 20, warmup: int = 5, epochs: int = 5, samples: int | None = None,
-              seed: int = 0) -> dict[str, Any]:
+              tuning_db: Path | None = None, threads: int = 1, repeats: int = 20, warmup: int = 5, epochs: int = 5,
+              samples: int | None = None, seed: int = 0) -> dict[str, Any]:
     """The per-sample cost of each configuration (ms), the speedups of `autlearn` and the days."""
     import torch
 
@@ -108,9 +108,9 @@ def eval_cost(task: str, checkpoint: Path, work: Path, *, compressed: Path | Non
     model = inference_mode(model)
     small, small_meta = load_checkpoint(compressed) if compressed else (model, meta)
     bundles = {"autlearn": _compiled(inference_mode(small), recipe.compile_inputs(small, small_meta, synonyms=False),
-                                     work / "autlearn", tune_trials)}
+                                     work / "autlearn", tune_trials, tuning_db)}
     bundles["autlearn_uncompressed"] = _compiled(model, recipe.compile_inputs(model, meta, synonyms=False),
-                                                 work / "autlearn_uncompressed", tune_trials)
+                                                 work / "autlearn_uncompressed", tune_trials, tuning_db)
     manifest = bundles["autlearn_uncompressed"].manifest
     batch, lr = manifest.train_batch, float(manifest.optimizer["lr"])
     rng = np.random.default_rng(seed)
@@ -148,7 +148,8 @@ def eval_cost(task: str, checkpoint: Path, work: Path, *, compressed: Path | Non
         samples = median_train_samples(task)
     offline = {c: per_sample[c] for c in configs}
     return {"task": task, "threads": threads, "train_batch": batch, "epochs": epochs, "samples_per_user": samples,
-            "tune_trials": tune_trials, "compressed": str(compressed) if compressed else None,
+            "tune_trials": tune_trials, "tuning_db": str(tuning_db) if tuning_db else "the target's default (reused)",
+            "compressed": str(compressed) if compressed else None,
             "timings_ms": {k: round(v, 4) for k, v in ms.items()},
             "ms_per_sample": {k: round(v, 4) for k, v in per_sample.items()},
             "speedup_vs_pytorch": round(per_sample["pytorch_eager"] / per_sample["autlearn"], 2),
