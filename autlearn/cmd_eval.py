@@ -53,7 +53,7 @@ def register(tree: CommandTree) -> None:
 def _eval_cost(args: argparse.Namespace) -> int:
     import json
 
-    from autlearn.eval_cost import eval_cost
+    from autlearn.eval_cost import eval_cost, plot_cost
 
     for path in [args.checkpoint, *([args.compressed] if args.compressed else [])]:
         if not path.is_file():
@@ -65,13 +65,14 @@ def _eval_cost(args: argparse.Namespace) -> int:
     json_path = args.json or Path("out") / "eval" / f"cost-{args.task}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=1) + "\n")
+    plot = plot_cost(report, json_path.with_suffix(".png"))
     for config, ms in report["ms_per_sample"].items():
         days = report["days_at_120_min"].get(config)
         print(f"{config:>22}: {ms:8.4f} ms a sample" + (f", {days:.4f} days a user" if days is not None else ""))
     print(f"autlearn: x{report['speedup_vs_pytorch']:.2f} vs PyTorch eager, x{report['speedup_vs_ort']:.2f} vs ORT; "
           f"cache x{report['cache_speedup']:.2f}")
     _print_goals(report["goals"])
-    print(f"wrote {json_path}")
+    print(f"wrote {json_path} and {plot}")
     return 0
 
 

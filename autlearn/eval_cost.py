@@ -159,3 +159,24 @@ def eval_cost(task: str, checkpoint: Path, work: Path, *, compressed: Path | Non
                                 for c, v in offline.items()},
             "goals": {"autlearn >= 2x cheaper than PyTorch": per_sample["pytorch_eager"] >= 2 * per_sample["autlearn"],
                       "autlearn >= 2x cheaper than ORT": per_sample["ort_training"] >= 2 * per_sample["autlearn"]}}
+
+
+def plot_cost(report: dict[str, Any], path: Path) -> Path:
+    """Figure 8: training time per sample of every configuration, one bar each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, values = zip(*report["ms_per_sample"].items())
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(range(len(names)), values, color=["#2a7", "#7c9", "#47c", "#c74", "#2a7", "#999"])
+    ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("ms per training sample")
+    ax.set_title(f"{report['task']}: cost of training, {report['threads']} thread(s), "
+                 f"{report['tune_trials']} tuning trials per module")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

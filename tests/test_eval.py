@@ -69,4 +69,4 @@ def test_eval_cost_times_every_configuration_side_by_side(tiny_checkpoint, tmp_p
                                             "online_cache", "online_no_cache"}
     assert all(v > 0 for v in report["ms_per_sample"].values())
     assert report["speedup_vs_pytorch"] > 0 and report["days_at_120_min"]["autlearn"] > 0
-    assert report["samples_per_user"] > 50
+    assert report["samples_per_user"] > 50 and out.with_suffix(".png").is_file()
