@@ -89,3 +89,7 @@ def test_bench_reliability_writes_the_report_with_its_keys(tiny_nwp_bundle, tmp_
     assert report["events"] == 2000 and report["peak_rss_mb"] > 50
     assert "kills survived 2/2" in capsys.readouterr().out
     assert main(["bench", "reliability", "--bundle", str(tmp_path / "none")]) == 2
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("keep me")
+    assert main(["bench", "reliability", "--bundle", str(tiny_nwp_bundle), "--work", str(tmp_path / "precious")]) == 2
+    assert (tmp_path / "precious" / "thesis.tex").read_text() == "keep me"

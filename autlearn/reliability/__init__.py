@@ -21,6 +21,9 @@ from autlearn.reliability.load import stream_load
 from autlearn.reliability.privacy import check_privacy
 
 
+WORK_MARKER = ".autlearn-reliability"  # only a directory this suite made is emptied
+
+
 def goals_met(report: dict[str, Any]) -> dict[str, bool]:
     """Each goal of the suite and whether the report meets it."""
     return {"every kill survived": report["kills_survived"] == report["kill_trials"],
@@ -36,8 +39,11 @@ def run_reliability(bundle: Path, work: Path, *, kill_trials_n: int = 20, fuzz_c
                     events: int = 100_000, seed: int = 0) -> dict[str, Any]:
     """Every section on `bundle`, scratch files under `work` (emptied first); the flat report."""
     bundle, work = Path(bundle), Path(work)
+    if work.exists() and any(work.iterdir()) and not (work / WORK_MARKER).is_file():
+        raise ValueError(f"{work} is not empty and not a reliability scratch directory: refusing to empty it")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    (work / WORK_MARKER).touch()
     sections = [("kills", lambda tick: kill_trials(bundle, work / "kills", trials=kill_trials_n, seed=seed,
                                                   on_trial=tick)),
                 ("disk full", lambda tick: disk_full(bundle, work / "disk", seed=seed)),
