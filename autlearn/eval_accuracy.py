@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ def _device_modes(bundle: Path, users: list[UserSplit], epochs: int, work: Path,
     from device_runtime.policy import AlwaysProvider, TrainingPolicy
 
     always = TrainingPolicy(AlwaysProvider())
+    shutil.rmtree(work / "state", ignore_errors=True)  # a rerun learns again, it does not resume
     results: dict[str, dict] = {"autlearn": {}, "autlearn_no_augmentation": {}, "online": {}, "curves": {},
                                 "device_pretrained": {}}
     for user in tqdm(users, desc="device learning", unit="user", leave=False, disable=None):
