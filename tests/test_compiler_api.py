@@ -116,7 +116,7 @@ def test_a_mismatch_fails_the_compile_names_the_tensor_and_writes_nothing(tmp_pa
 
     real = verify.torch_optimizer
     monkeypatch.setattr(verify, "torch_optimizer", lambda params, config: real(params, {**config, "lr": 0.1}))
-    with pytest.raises(VerificationError, match="updated fc.weight diverges"):
+    with pytest.raises(VerificationError, match="update: fc.weight diverges from PyTorch"):
         compile_bundle(tiny_nwp_model(), out=tmp_path / "b", **tiny_nwp_inputs(), train_batch=2)
     assert list(tmp_path.iterdir()) == []
 
