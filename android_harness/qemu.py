@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from android_harness.emulator import EmulatorRoot
-from android_harness.transports import RPCTransport, VMFunctionTimer, read_files_via_shell, sha256_via_shell
+from android_harness.transports import RPCTransport, VMFunctionTimer, copy_file, read_files_via_shell, sha256_via_shell
 
 RPC_START_TIMEOUT_S = 180.0  # the server imports TVM under emulation, then its worker does too
 SHELL_TIMEOUT_S = 600.0
@@ -91,12 +91,7 @@ class QemuTransport:
         return path
 
     def push(self, local: Path, remote: str) -> None:
-        local = Path(local)
-        if not local.is_file():
-            raise FileNotFoundError(f"cannot push {local}: no such file")
-        target = self.path(remote)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, target)
+        copy_file(local, self.path(remote))
 
     def pull(self, remote: str, local: Path) -> Path:
         """Copies a device file here; the local path."""

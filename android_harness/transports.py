@@ -107,6 +107,15 @@ def sha256_via_shell(transport: Transport, remote: Sequence[str]) -> dict[str, s
     return digests
 
 
+def copy_file(local: Path, target: Path) -> None:
+    """A push onto a device whose storage is a directory here (local, or an emulator's)."""
+    local = Path(local)
+    if not local.is_file():
+        raise FileNotFoundError(f"cannot push {local}: no such file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(local, target)
+
+
 class LocalTransport:
     """A directory on this machine standing for the phone's storage; runs modules in-process.
 
@@ -125,12 +134,7 @@ class LocalTransport:
         return self.root / remote
 
     def push(self, local: Path, remote: str) -> None:
-        local = Path(local)
-        if not local.is_file():
-            raise FileNotFoundError(f"cannot push {local}: no such file")
-        target = self.path(remote)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, target)
+        copy_file(local, self.path(remote))
 
     def shell(self, command: str) -> str:
         done = subprocess.run(["sh", "-c", command], cwd=self.root, capture_output=True, text=True)
