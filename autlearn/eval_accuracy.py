@@ -65,7 +65,7 @@ def head_features(model: Any, head: str, x: np.ndarray, batch: int = 256) -> np.
 
 def _user_splits(task: str, model: Any, meta: dict[str, Any], head: str, users: int | None,
                  work: Path) -> list[UserSplit]:
-    from cloud_pretrain.data.export import export_user, model_inputs
+    from cloud_pretrain.data.export import export_user
     from cloud_pretrain.data.sources import task_users
     from cloud_pretrain.data.text import Vocabulary
     from cloud_pretrain.data.users import top_users
@@ -74,12 +74,12 @@ def _user_splits(task: str, model: Any, meta: dict[str, Any], head: str, users: 
     selected = top_users(task_users(task))[:users]
     splits = []
     for user in tqdm(selected, desc="users' features", unit="user", leave=False, disable=None):
-        arrays = model_inputs(user, vocab)
         shard = export_user(user, work / "users" / f"{user.id.replace(':', '_')}.npz", vocab)
+        with np.load(shard) as saved:  # the user's data as the device reads it
+            arrays = {name: saved[name] for name in saved.files}
         stream = work / "streams" / shard.name
         stream.parent.mkdir(parents=True, exist_ok=True)
-        with np.load(shard) as saved:
-            extra = {"vocab_sha256": saved["vocab_sha256"]} if "vocab_sha256" in saved.files else {}
+        extra = {"vocab_sha256": arrays["vocab_sha256"]} if "vocab_sha256" in arrays else {}
         np.savez(stream, x=np.concatenate([arrays["x"], arrays["test_x"]]),
                  y=np.concatenate([arrays["y"], arrays["test_y"]]), **extra)
         splits.append(UserSplit(user.id, shard, stream, head_features(model, head, arrays["x"]), arrays["y"],
@@ -102,7 +102,8 @@ def _device_modes(bundle: Path, users: list[UserSplit], epochs: int, work: Path,
             run = OfflineRun(bundle, user.shard, work / "state" / mode / user.shard.stem,
                              OfflineConfig(epochs=epochs, augment_ratio=ratio, seed=seed, checkpoint_every=10_000),
                              always)
-            results["device_pretrained"][user.id] = run.evaluate()  # the bundle's params, before learning
+            if mode == "autlearn":  # the bundle's params, before learning
+                results["device_pretrained"][user.id] = run.evaluate()
             run.run()
             results[mode][user.id] = run.evaluate()
         status = run_online(bundle, user.stream, work / "state" / "online" / user.shard.stem,
