@@ -18,7 +18,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from autlearn.kernel_profile import profile_function
 from autlearn.torch_step import TorchHeadStep
-from compiler.api import compile_bundle
+from compiler.api import TUNING_SUMMARY, compile_bundle
+from compiler.executorch_baseline import build_executorch_trainer, executorch_available
 from compiler.ort_baseline import build_ort_trainer
 from compiler.targets import resolve_target
 from compiler.split import inference_mode
@@ -38,7 +39,12 @@ from compiler.tuning import default_database_dir
 from device_runtime.manifest import sample_input
 
 TIMING_BLOCK = 5  # consecutive calls of one implementation per round
-GOALS = {"update_speedup_vs_torch": 2.0, "update_speedup_vs_ort": 2.0, "forward_speedup_vs_torch": 1.3}
+GOALS = {"untuned": {"update_speedup_vs_torch": 1.0, "forward_speedup_vs_torch": 1.0},
+         "tuned": {"update_speedup_vs_torch": 3.0, "update_speedup_vs_ort": 2.0, "forward_speedup_vs_torch": 3.0}}
+# Every side waits passively between calls (no spinning threads taking the cores from the next):
+# libgomp (PyTorch) by OMP_WAIT_POLICY, TVM's pool by its spin count, ORT by its session option.
+WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE", "TVM_THREAD_POOL_SPIN_COUNT": "0"}
+WAIT_POLICY_VARIABLES = (*WAIT_POLICY, "TVM_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 def set_threads(threads: int) -> None:
@@ -112,27 +118,59 @@ def _count_records(database_dir: Path) -> int:
     return sum(1 for line in path.open() if line.strip()) if path.is_file() else 0
 
 
-def _speedups(ms: dict[str, dict[str, float]], variant: str) -> dict[str, float]:
-    return {"update_speedup_vs_torch": ms["update"]["torch"] / ms["update"][variant],
-            "update_speedup_vs_ort": ms["update"]["ort"] / ms["update"][variant],
-            "forward_speedup_vs_torch": ms["forward"]["torch"] / ms["forward"][variant]}
+def update_flops(trainable: nn.Module, cut: torch.Tensor, labels: torch.Tensor) -> int:
+    """FLOPs of one training step of `trainable` (forward, loss, backward to its parameters), as
+    torch's FlopCounterMode counts them (matmuls and convolutions; elementwise work is free)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    head = copy.deepcopy(trainable).eval()
+    with FlopCounterMode(display=False) as counter:
+        nn.functional.cross_entropy(head(cut), labels).backward()
+    return int(counter.get_total_flops())
+
+
+def peak_gflops(threads: int) -> dict[str, Any]:
+    """This machine's FP32 peak for `threads` cores: cores x 32 FLOP per cycle (two 8-lane FMA
+    units) x the clock that /proc/cpuinfo reports."""
+    clocks = [float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+              if line.startswith("cpu MHz")] if Path("/proc/cpuinfo").is_file() else []
+    ghz = max(clocks) / 1e3 if clocks else None
+    return {"cores": threads, "flop_per_cycle": 32, "clock_ghz": ghz,
+            "gflops": threads * 32 * ghz if ghz else None}
+
+
+def _speedups(ms: dict[str, dict[str, float]], variant: str, flops: int) -> dict[str, float]:
+    update = ms["update"][variant]
+    return {"update_speedup_vs_torch": ms["update"]["torch"] / update,
+            "update_speedup_vs_ort": ms["update"]["ort"] / update,
+            **({"update_speedup_vs_executorch": ms["update"]["executorch"] / update}
+               if "executorch" in ms["update"] else {}),
+            "forward_speedup_vs_torch": ms["forward"]["torch"] / ms["forward"][variant],
+            "update_gflops": flops / (update * 1e6)}
 
 
 def bench_compiler(model: nn.Module, inputs: dict[str, Any], work_dir: Path, *, cut: str | None = None,
-                   tune_trials: int = 0, tuning_db: Path | None = None, threads: int = 2, train_batch: int = 16,
-                   lr: float = 0.05, warmup: int = 10, repeats: int = 50, seed: int = 0,
-                   progress: bool = True, profile: bool = False) -> dict[str, Any]:
-    """Compiles `model` (untuned, and tuned if `tune_trials` > 0) and times it against the baselines.
+                   tune_trials: int = 0, tuning_db: Path | None = None, threads: Sequence[int] = (1, 2),
+                   train_batch: int = 16, lr: float = 0.05, warmup: int = 10, repeats: int = 50, seed: int = 0,
+                   progress: bool = True, profile: bool = False, executorch: bool = True) -> dict[str, Any]:
+    """Compiles `model` (untuned, and tuned if `tune_trials` > 0) and times it against the peers
+    at each thread count of `threads`.
 
     `inputs`: the `compile_bundle` inputs (example_input, labels, lengths, tokenizer, name).
-    Returns a JSON-ready dict: median times in ms, first-step losses of every implementation
-    (they start from the same parameters, so they must agree), compile and tune seconds, new
-    tuning trials, and speedups of the best compiled variant; with `profile`, per variant and
-    module the kernels by self time (autlearn/kernel_profile.py).
+    Returns a JSON-ready dict: per thread count the median times in ms; objects `untuned` and
+    `tuned` (per thread count: speedups against each peer, the update's GFLOP/s); the first and
+    second step's loss of every implementation (they start from the same parameters, so they
+    must agree: the updates are the same); compile and tune seconds, new tuning trials; with
+    `profile`, per variant and module the kernels by self time (autlearn/kernel_profile.py).
+    ExecuTorch (compiler/executorch_baseline.py) joins where it is installed; otherwise the
+    result says why not.
     """
     from device_runtime.bundle import load_bundle
 
-    set_threads(threads)
+    threads = sorted(set(threads), reverse=True)  # TVM's pool can shrink after it starts, not grow
+    if not threads or threads[-1] < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    set_threads(threads[0])
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     model = inference_mode(model)
@@ -157,48 +195,67 @@ def bench_compiler(model: nn.Module, inputs: dict[str, Any], work_dir: Path, *, 
         cut_acts = split.forward(torch.from_numpy(x_train))[1].numpy()
     y_train = rng.integers(0, manifest.num_classes, size=train_batch).astype("int64")
     x_one = sample_input(manifest.input, shapes[1], rng)
-    torch_step = TorchHeadStep(split.trainable, lr)
     cut_torch, y_torch = torch.from_numpy(cut_acts), torch.from_numpy(y_train)
+    flops = update_flops(split.trainable, cut_torch, y_torch)
+    executorch_missing = executorch_available() if executorch else "not asked for (--no-executorch)"
 
-    with tempfile.TemporaryDirectory(prefix="autlearn_ort_") as ort_dir:
-        ort = build_ort_trainer(copy.deepcopy(split.trainable), cut_torch, lr=lr, workdir=Path(ort_dir),
-                                threads=threads)
-        updates = {"torch": lambda: torch_step(cut_torch, y_torch),
-                   "ort": lambda: ort.step(cut_acts, y_train)}
-        updates |= {v: TvmUpdate(b, cut_acts, y_train) for v, b in bundles.items()}
-        first_loss = {name: fn() for name, fn in updates.items()}
-        update_ms = time_side_by_side(updates, warmup=warmup, repeats=repeats, block=TIMING_BLOCK, desc="update step",
-                                      progress=progress)
+    runs, losses = {}, {}
+    with tempfile.TemporaryDirectory(prefix="autlearn_peers_") as peers_dir:
+        for n in threads:
+            set_threads(n)
+            ort = build_ort_trainer(copy.deepcopy(split.trainable), cut_torch, lr=lr,
+                                    workdir=Path(peers_dir) / f"ort-{n}", threads=n)
+            torch_step = TorchHeadStep(split.trainable, lr)
+            updates = {"torch": lambda: torch_step(cut_torch, y_torch), "ort": lambda: ort.step(cut_acts, y_train)}
+            if executorch_missing is None:
+                et = build_executorch_trainer(split.trainable, cut_torch, y_torch, lr=lr,
+                                              workdir=Path(peers_dir) / f"executorch-{n}", threads=n)
+                updates["executorch"] = lambda: et.step(cut_acts, y_train)
+            updates |= {v: TvmUpdate(b, cut_acts, y_train) for v, b in bundles.items()}
+            losses[str(n)] = {name: [fn(), fn()] for name, fn in updates.items()}  # first and second step
+            update_ms = time_side_by_side(updates, warmup=warmup, repeats=repeats, block=TIMING_BLOCK,
+                                          desc=f"update step, {n} threads", progress=progress)
+            x_torch = torch.from_numpy(x_one)
 
-    x_torch = torch.from_numpy(x_one)
+            def torch_forward() -> torch.Tensor:
+                with torch.no_grad():
+                    return model(x_torch)
 
-    def torch_forward() -> torch.Tensor:
-        with torch.no_grad():
-            return model(x_torch)
+            forwards = {"torch": torch_forward} | {v: tvm_forward_fn(b, x_one) for v, b in bundles.items()}
+            forward_ms = time_side_by_side(forwards, warmup=warmup, repeats=repeats, block=TIMING_BLOCK,
+                                          desc=f"forward, {n} threads", progress=progress)
+            runs[str(n)] = {"update": update_ms, "forward": forward_ms}
 
-    forwards = {"torch": torch_forward} | {v: tvm_forward_fn(b, x_one) for v, b in bundles.items()}
-    forward_ms = time_side_by_side(forwards, warmup=warmup, repeats=repeats, block=TIMING_BLOCK, desc="forward",
-                                  progress=progress)
-
-    ms = {"update": update_ms, "forward": forward_ms}
     kernels = {v: _profile(b, cut_acts, y_train, x_one) for v, b in bundles.items()} if profile else None
-    best = "tvm_tuned" if "tvm_tuned" in bundles else "tvm_untuned"
-    headline = _speedups(ms, best)
+    per_variant = {v.removeprefix("tvm_"): {n: _speedups(ms, v, flops) for n, ms in runs.items()} for v in bundles}
+    goals = {variant: {n: {key: {"target": goal, "met": figures[key] >= goal} for key, goal in GOALS[variant].items()}
+                       for n, figures in by_threads.items()}
+             for variant, by_threads in per_variant.items()}
+    tuning = _tuning_summary(bundles.get("tvm_tuned"))
     return {
         "model": manifest.model, "cut": manifest.cut_layer, "threads": threads, "train_batch": train_batch,
         "forward_batch": 1, "forward_input_shape": shapes[1], "warmup": warmup, "repeats": repeats,
-        "load_average": list(os.getloadavg()), "compared": best,
-        "environment": {k: os.environ.get(k) for k in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
-        **headline,
+        "load_average": list(os.getloadavg()),
+        "wait_policy": {k: os.environ.get(k) for k in WAIT_POLICY_VARIABLES},
+        **per_variant,
+        "update_flops": flops, "peak": {n: peak_gflops(int(n)) for n in runs},
         "tuned_trials": new_trials, "tune_trials_requested": tune_trials,
+        "tuning_seconds": tuning.get("seconds", 0.0), "tuning": tuning,
         "tuning_database": str(database_dir), "tuning_database_records": _count_records(database_dir),
-        "update_ms": update_ms, "forward_ms": forward_ms,
-        "speedups": {v: _speedups(ms, v) for v in bundles},
-        "first_step_loss": first_loss,
-        "compile_seconds": compile_seconds,
-        "goals": {key: {"target": goal, "met": headline[key] >= goal} for key, goal in GOALS.items()},
+        "ms": runs, "first_step_loss": {n: {k: v[0] for k, v in by.items()} for n, by in losses.items()},
+        "second_step_loss": {n: {k: v[1] for k, v in by.items()} for n, by in losses.items()},
+        "executorch": executorch_missing or "ran",
+        "compile_seconds": compile_seconds, "goals": goals,
         **({"profile": kernels} if kernels is not None else {}),
     }
+
+
+def _tuning_summary(bundle: Any) -> dict[str, Any]:
+    """What tuning the bundle records (compiler.api's tuning/summary.json): trials, seconds, tasks."""
+    if bundle is None:
+        return {}
+    path = Path(bundle.root) / TUNING_SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _profile(bundle: Any, cut: np.ndarray, labels: np.ndarray, x: np.ndarray) -> dict[str, list[dict[str, Any]]]:
@@ -223,18 +280,21 @@ def write_report(result: dict[str, Any], json_path: Path) -> tuple[Path, Path]:
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((axes[0], "update_ms", f"update step, batch {result['train_batch']}"),
-                           (axes[1], "forward_ms", "forward, batch 1")):
-        names, values = list(result[key]), list(result[key].values())
-        bars = ax.bar(names, values, color=["#888888" if n in ("torch", "ort") else "#2a7ab9" for n in names])
-        ax.bar_label(bars, fmt="%.3f")
-        ax.set_title(title)
-        ax.set_ylabel("median ms (lower is better)")
-    fig.suptitle(f"{result['model']}: TVM vs PyTorch eager vs ORT training, {result['threads']} threads, "
+    runs = result["ms"]
+    fig, axes = plt.subplots(len(runs), 2, figsize=(11, 3.6 * len(runs)), squeeze=False)
+    for row, (n, ms) in zip(axes, runs.items()):
+        for ax, key, title in ((row[0], "update", f"update step, batch {result['train_batch']}"),
+                               (row[1], "forward", "forward, batch 1")):
+            names, values = list(ms[key]), list(ms[key].values())
+            bars = ax.bar(names, values, color=["#2a7ab9" if n_.startswith("tvm") else "#888888" for n_ in names])
+            ax.bar_label(bars, fmt="%.3f")
+            ax.set_yscale("log")
+            ax.set_title(f"{title}, {n} thread(s)")
+            ax.set_ylabel("median ms (log; lower is better)")
+    fig.suptitle(f"{result['model']}: TVM vs PyTorch eager, ORT and ExecuTorch training, "
                  f"{result['tuned_trials']} new tuning trials")
     fig.tight_layout()
     png = json_path.with_suffix(".png")
-    fig.savefig(png, dpi=120)
+    fig.savefig(png, dpi=110)
     plt.close(fig)
     return json_path, png

@@ -30,29 +30,34 @@ def bench_model(task: str, checkpoint: Path | None) -> tuple[Any, dict[str, Any]
 
 
 def _bench_compiler(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    # TVM sizes its thread pool once, from this variable, when it first runs anything.
-    os.environ["TVM_NUM_THREADS"] = str(args.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    # PyTorch's OpenMP threads spin-wait by default; on a loaded 2-core machine that makes a
-    # 0.4 ms eager step take 300 ms (measured), which would flatter the compiled side.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from autlearn.bench_compiler import bench_compiler, write_report
+    threads = _thread_counts(args.threads)
+    from autlearn.bench_compiler import WAIT_POLICY, bench_compiler, write_report
 
+    # TVM sizes its thread pool once, from this variable, when it first runs anything; the wait
+    # policy (every side passive, see WAIT_POLICY) must also be set before any pool starts.
+    os.environ["TVM_NUM_THREADS"] = str(max(threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(threads)))
+    for key, value in WAIT_POLICY.items():
+        os.environ.setdefault(key, value)
     model, inputs = bench_model(args.task, args.checkpoint)
     json_path = args.json or Path("out") / "bench" / f"compiler-{args.task}.json"
     work_dir = args.work_dir or json_path.parent / f"compiler-{args.task}-bundles"
     result = bench_compiler(model, inputs, work_dir, cut=args.cut, tune_trials=args.tune_trials,
-                            tuning_db=args.tuning_db, threads=args.threads, repeats=args.repeats,
-                            warmup=args.warmup, profile=args.profile)
+                            tuning_db=args.tuning_db, threads=threads, repeats=args.repeats,
+                            warmup=args.warmup, profile=args.profile, executorch=args.executorch)
     json_file, png = write_report(result, json_path)
-    update, forward = result["update_ms"], result["forward_ms"]
-    print("update step (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in update.items()))
-    print("forward b1 (ms):  " + ", ".join(f"{k} {v:.3f}" for k, v in forward.items()))
-    print(f"{result['compared']}: update x{result['update_speedup_vs_torch']:.2f} vs torch, "
-          f"x{result['update_speedup_vs_ort']:.2f} vs ORT; forward x{result['forward_speedup_vs_torch']:.2f} "
-          f"vs torch; {result['tuned_trials']} new tuning trials")
+    for n, ms in result["ms"].items():
+        print(f"{n} thread(s): update step (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in ms["update"].items()))
+        print(f"{n} thread(s): forward b1 (ms):  " + ", ".join(f"{k} {v:.3f}" for k, v in ms["forward"].items()))
+    for variant in ("untuned", "tuned"):
+        for n, figures in result.get(variant, {}).items():
+            peers = ", ".join(f"x{figures[f'update_speedup_vs_{p}']:.2f} vs {p}" for p in ("torch", "ort", "executorch")
+                              if f"update_speedup_vs_{p}" in figures)
+            print(f"{variant}, {n} thread(s): update {peers}; forward x{figures['forward_speedup_vs_torch']:.2f} "
+                  f"vs torch; update {figures['update_gflops']:.1f} GFLOP/s")
+    if result["executorch"] != "ran":
+        print(f"ExecuTorch left out: {result['executorch']}")
+    print(f"{result['tuned_trials']} new tuning trials in {result['tuning_seconds']:.0f} s")
     if args.profile:
         from autlearn.kernel_profile import KernelTime, format_profile
 
@@ -62,6 +67,16 @@ def _bench_compiler(args: argparse.Namespace) -> int:
                                              [KernelTime(**row) for row in rows]))
     print(f"wrote {json_file} and {png}")
     return 0
+
+
+def _thread_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--threads must be thread counts separated by commas, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise ValueError(f"--threads must be >= 1, got {text!r}")
+    return counts
 
 
 def _bench_reliability(args: argparse.Namespace) -> int:
@@ -100,10 +115,14 @@ def register(tree: CommandTree) -> None:
                    help="a checkpoint.pt to benchmark (default: the demo-sized model with random weights)")
     p.add_argument("--cut", default=None, help="cut layer (default: the last FC layer)")
     p.add_argument("--tune-trials", type=int, default=0,
-                   help="MetaSchedule trials per module for the tuned variant (0: untuned only)")
+                   help="MetaSchedule candidates measured in all, over the bundle's modules, for the tuned "
+                        "variant (0: untuned only)")
     p.add_argument("--tuning-db", type=Path, default=None,
                    help="tuning database directory (default: the per-target cache, reused across runs)")
-    p.add_argument("--threads", type=int, default=2, help="threads for every implementation")
+    p.add_argument("--threads", default="1,2",
+                   help="thread counts, comma-separated: every implementation is timed at each (default 1,2)")
+    p.add_argument("--no-executorch", dest="executorch", action="store_false",
+                   help="leave ExecuTorch's training path out of the race")
     p.add_argument("--repeats", type=int, default=50, help="timed rounds (medians are reported)")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls before timing")
     p.add_argument("--work-dir", type=Path, default=None, help="where the compiled bundles go")

@@ -45,7 +45,8 @@ def add_compile_flags(cmd: argparse.ArgumentParser) -> None:
                      help="sizes of the input's axis 1 (token sequences) to compile, comma-separated "
                           "(default: a checkpoint's preset buckets, else the example's)")
     cmd.add_argument("--tune-trials", type=int, default=0,
-                     help="MetaSchedule trials for each module (forward, loss, update); 0: untuned")
+                     help="MetaSchedule candidates measured in all, spread over the kernels the device calls "
+                          "by their measured share of the time; 0: untuned")
     cmd.add_argument("--tuning-db", type=pathlib.Path, default=None,
                      help="tuning database directory (default: ~/.cache/autlearn/tuning/<target>)")
 
@@ -141,12 +142,13 @@ def load_exported(path: pathlib.Path) -> Any:
 
 
 def print_tuning(bundle: pathlib.Path) -> None:
-    """The trials each module got, from the bundle's tuning summary (nothing for an untuned bundle)."""
+    """What tuning did, from the bundle's tuning summary (nothing for an untuned bundle)."""
     from compiler.api import TUNING_SUMMARY
 
     summary = bundle / TUNING_SUMMARY
     if not summary.is_file():
         return
-    for key, run in json.loads(summary.read_text()).items():
-        print(f"tuned {key}: {run['trials']} trials run ({run['failed_trials']} failed), "
-              f"{run['tuned_tasks']} of {run['tasks']} tasks tuned in this run, {run['seconds']} s")
+    run = json.loads(summary.read_text())
+    print(f"tuned: {run['trials']} of {run['trials_requested']} trials run ({run['failed_trials']} failed), "
+          f"{run['tuned_tasks']} of {run['tasks']} tasks tuned in this run, {run['records_shipped']} tuned "
+          f"schedules beat the defaults and ship, {run['seconds']} s")

@@ -12,7 +12,6 @@ same way for both.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from compiler.bundle import check_replaceable, write_bundle, write_npz
 from compiler.importer import ImportedFunction, merge_mains
 from compiler.parts import ForwardShape, InputSpec, PartsRequest, input_spec
+from compiler.graph import prepare_graph
 from compiler.schedules import schedule_module
 from compiler.split import embedding_rows, export_graph, program_module
 from compiler.targets import TargetSpec, linker_for, resolve_target
@@ -35,7 +35,7 @@ from device_runtime.manifest import Manifest
 from device_runtime.tokenizer import Tokenizer
 
 VERIFY_SEED = 0
-TUNING_SUMMARY = "tuning/summary.json"  # per module: trials run, tasks, seconds
+TUNING_SUMMARY = "tuning/summary.json"  # trials run, tasks, seconds, and per task its share and winner
 LABELS_FILE, VOCAB_FILE, SYNONYMS_FILE = "labels.txt", "vocab.txt", "synonyms.json"
 
 Model = nn.Module | torch.export.ExportedProgram | str | Path
@@ -108,14 +108,11 @@ def compile_bundle(model: Model, example_input: Any, out: str | Path, *, labels:
 
     forward_mod = _merge_forward(parts.forward_parts)
     training = parts.training
-    # `linear` imports as matmul(x, permute_dims(W)) with W a runtime input: without this the
-    # transpose of every weight runs on every call (half the nwp step, BENCHMARKS.md profile).
-    fuse = tvm.relax.transform.FuseTransposeMatmul()
-    modules = {key: fuse(mod) for key, mod in
+    modules = {key: prepare_graph(mod) for key, mod in
                {"forward": forward_mod, "loss": training.loss, "update": training.update}.items()}
-    tuning_dir, tuning_summary = None, None
+    tuning_records, tuning_summary = [], None
     if tune_trials:
-        modules, tuning_dir, tuning_summary = _tune(modules, spec, tune_trials, tuning_db)
+        modules, tuning_records, tuning_summary = _tune(modules, spec, tune_trials, tuning_db)
     modules = {key: schedule_module(mod) for key, mod in modules.items()}  # what tuning left naive
     frozen_names, trainable_names = parts.frozen_names, parts.trainable_names
     trainable_values = [parts.values[n] for n in trainable_names]
@@ -155,8 +152,10 @@ def compile_bundle(model: Model, example_input: Any, out: str | Path, *, labels:
             from augment.synonyms import save_synonym_table
 
             save_synonym_table(synonyms, root / SYNONYMS_FILE)
-        if tuning_dir is not None:
-            shutil.copytree(tuning_dir, root / "tuning", ignore=shutil.ignore_patterns("logs"))
+        if tuning_summary is not None:
+            from compiler.tuning import write_records
+
+            write_records(tuning_records, root / "tuning")
             (root / TUNING_SUMMARY).write_text(json.dumps(tuning_summary, indent=2) + "\n")
 
     bundle = write_bundle(Path(out), manifest, fill)
@@ -210,17 +209,21 @@ def _merge_forward(parts: list[tuple[ForwardShape, np.ndarray, ImportedFunction]
 
 
 def _tune(modules: dict[str, tvm.IRModule], spec: TargetSpec, trials: int,
-          tuning_db: str | Path | None) -> tuple[dict[str, tvm.IRModule], Path, dict[str, Any]]:
-    """MetaSchedule-tuned modules (compiler.tuning), their database directory, and per module
-    how many trials ran (a reused database runs none): the bundle keeps it in tuning/summary.json."""
-    from compiler.tuning import tune_module, tuning_device
+          tuning_db: str | Path | None) -> tuple[dict[str, tvm.IRModule], Any, dict[str, Any]]:
+    """MetaSchedule-tuned modules (compiler.tuning: `trials` in all, for the functions a device
+    calls), the records they apply (the bundle ships those, not the whole database), and what
+    tuning did: the bundle keeps it in tuning/summary.json."""
+    from compiler.tuning import tune_modules, tuning_device
 
+    called = {"forward": [gv.name_hint for gv, f in modules["forward"].functions.items()
+                          if isinstance(f, tvm.relax.Function)],
+              "loss": [], "update": ["update"]}  # `loss` and `gradients` serve verification
     with tuning_device(spec.name) as device:  # linux-arm64: the emulated device's RPC server measures
-        results = {key: tune_module(mod, spec.tvm_target(), trials=trials, device=device,
-                                    database_dir=Path(tuning_db) if tuning_db is not None else None)
-                   for key, mod in modules.items()}
-    measured_on = device.description if device is not None else "this machine"
-    summary = {key: {"trials": r.trials, "failed_trials": r.failed_trials, "tasks": r.tasks,
-                     "tuned_tasks": r.tuned_tasks, "seconds": round(r.seconds, 1), "measured_on": measured_on}
-               for key, r in results.items()}
-    return {key: r.mod for key, r in results.items()}, results["forward"].database_dir, summary
+        result = tune_modules(modules, spec.tvm_target(), trials=trials, device=device, called=called,
+                              database_dir=Path(tuning_db) if tuning_db is not None else None)
+    summary = {"trials_requested": trials, "trials": result.trials, "failed_trials": result.failed_trials,
+               "tasks": len(result.tasks), "tuned_tasks": result.tuned_tasks, "records_shipped": len(result.records),
+               "seconds": round(result.seconds, 1),
+               "measured_on": device.description if device is not None else "this machine",
+               "database": str(result.database_dir), "per_task": [t.to_json() for t in result.tasks]}
+    return result.mods, result.records, summary

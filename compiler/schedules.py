@@ -1,16 +1,22 @@
 """Default CPU schedules for what dominates a training step, so an untuned build is not naive.
 
 Untuned TVM lowers every kernel to single-threaded scalar loops (BENCHMARKS.md, the profile):
-the FC over 10,002 words alone took 80% of the nwp update. Two rules, for kernels of one block:
+the FC over 10,002 words alone took 80% of the nwp update. Every entry point is first made one
+dataflow graph (compiler/graph.py) so that Relax fuses across the loss, its gradient and the
+optimizer: the weight gradient and its SGD step become one kernel, the FC and its bias another.
+A fused kernel is scheduled around its main block (its one reduction, or its last block):
+- elementwise producers are inlined into their consumers;
 - a reduction along the innermost, contiguous axis of its inputs (`x @ W.T`, the `NT_matmul`
-  every linear layer becomes; sums along the last axis): the reduction is split by the vector
-  width and rfactored into that many partial sums, which vectorise without reassociating floats
-  across lanes, and the outer spatial loop is parallel;
-- any other kernel whose output's innermost axis is spatial (elementwise ops, the weight
+  every linear layer becomes) keeps one vector of partial sums per output in registers (the
+  lanes are summed at the end, so floats are not reassociated across lanes) over tiles of
+  output columns that fit in L1, the tiles parallel;
+- any other main block whose output's innermost axis is spatial (elementwise ops, the weight
   gradient `dY.T @ X`): that axis becomes the innermost loop, vectorised when the vector width
-  divides it, and the outermost loop is parallel when it is spatial;
-- a kernel of several loop nests (log_softmax: max, sum, output): each nest's outermost loop
-  parallel where it is spatial.
+  divides it, the reduction outside it, the outermost loop parallel;
+- what follows the main block (bias, the optimizer's step) runs in the main block's loop, on
+  each output tile while it is in cache;
+- a kernel of several reductions over rows (log_softmax: max, sum, output) runs row by row in one
+  parallel loop.
 Kernels MetaSchedule already scheduled are left as they are.
 """
 from __future__ import annotations
@@ -20,38 +26,174 @@ from tvm import relax
 from tvm.s_tir.schedule import LoopRV, SBlockRV, Schedule
 
 VECTOR_LANES = 8  # fp32 lanes of AVX2 (and two NEON registers); 16 measured slower on AVX-512
-OUTER_TILE = 16  # output columns per parallel task
+OUTER_TILE = 16  # output columns per parallel task: 16 rows of a 128-wide weight fit in L1
+ROW_BLOCK = 4  # rows of the input per load of a weight vector (4 accumulators in registers)
+DATA_PAR, REDUCE = tvm.tirx.IterVar.DataPar, tvm.tirx.IterVar.CommReduce
 
 
 def schedule_module(mod: tvm.IRModule) -> tvm.IRModule:
-    """The module legalized, with every kernel no tuning scheduled given the first rule that fits."""
-    mod = relax.transform.LegalizeOps()(mod)
+    """The module legalized and fused, with every kernel no tuning scheduled by `schedule_kernel`."""
+    mod = tvm.transform.Sequential([
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ])(mod)
     out = tvm.IRModule(attrs=mod.attrs)
     for gvar, func in mod.functions.items():
         if isinstance(func, tvm.tirx.PrimFunc) and not (func.attrs and func.attrs.get("tir.is_scheduled")):
-            func = _first_rule(func) or func
+            func = schedule_kernel(func) or func
         out[gvar] = func
     return out
 
 
-def _first_rule(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
-    """The first rule's schedule of `func`; a rule the schedule refuses leaves the kernel naive."""
-    for rule in (schedule_dot_product, schedule_spatial, schedule_loop_nests):
-        try:
-            scheduled = rule(func)
-        except (ValueError, RuntimeError):  # tvm_ffi raises these (InternalError is a RuntimeError)
+def schedule_kernel(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
+    """`func` scheduled as the module docstring says; None where no rule fits (it stays naive)."""
+    try:
+        sch = Schedule(func)
+        blocks = _blocks(sch)
+        if not blocks:
+            return None
+        for block in blocks[:-1]:  # the last block writes the output
+            if _is_spatial(sch, block):
+                _try(sch.compute_inline, block)
+        blocks = _blocks(sch)
+        reductions = [b for b in blocks if not _is_spatial(sch, b)]
+        if len(reductions) > 1:
+            scheduled = _schedule_rows(sch, blocks)
+        else:
+            main = reductions[0] if reductions else blocks[-1]
+            epilogue = blocks[blocks.index(main) + 1:]
+            if blocks.index(main) != len(blocks) - 1 - len(epilogue) or len(blocks) - len(epilogue) != 1:
+                return None  # spatial blocks before the main one that could not be inlined
+            rule = _schedule_dot_product if _is_dot_product(sch, main) else _schedule_spatial
+            scheduled = rule(sch, main, epilogue)
+    except (ValueError, RuntimeError):  # tvm_ffi raises these (InternalError is a RuntimeError)
+        return None
+    return sch.mod["main"].with_attr("tir.is_scheduled", True) if scheduled else None
+
+
+def _schedule_dot_product(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV]) -> bool:
+    """Vector partial sums in registers, lanes summed once per output, the epilogue after each."""
+    *spatial, k = sch.get_loops(block)
+    if not spatial:
+        return False
+    _, lanes = sch.split(k, [None, VECTOR_LANES])
+    partial = sch.rfactor(lanes, len(spatial))
+    *spatial, lanes = sch.get_loops(block)
+    tiles, columns = sch.split(spatial[-1], [None, OUTER_TILE])
+    rows = []  # ROW_BLOCK rows share each load of the weight: their partial sums stay in registers
+    if len(spatial) > 1 and _extent(sch, spatial[-2]) % ROW_BLOCK == 0:
+        outer_rows, inner_rows = sch.split(spatial[-2], [None, ROW_BLOCK])
+        spatial, rows = [*spatial[:-2], outer_rows], [inner_rows]
+    else:
+        spatial = spatial[:-1]
+    sch.reorder(tiles, *spatial, columns, *rows, lanes)
+    sch.compute_at(partial, columns)
+    sch.set_scope(partial, 0, "local")
+    _attach(sch, epilogue, columns)
+    # compute_at follows rfactor's iterators: the lanes, the rows of the block, the reduction
+    lanes, *rows, k_outer = sch.get_loops(partial)[-2 - len(rows):]
+    if _extent(sch, lanes) != VECTOR_LANES:
+        raise ValueError("rfactor placed the partial sums' lanes elsewhere")
+    sch.reorder(k_outer, *rows, lanes)
+    for row in rows:
+        sch.unroll(row)
+    sch.vectorize(lanes)
+    sch.parallel(tiles)
+    _decompose(sch, partial, k_outer)
+    return True
+
+
+def _schedule_spatial(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV]) -> bool:
+    """The output's innermost axis innermost (vectorised where the lanes divide it), reductions
+    outside it, the outermost loop parallel, the epilogue after each of its iterations."""
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    if len(stmt.writes) != 1 or len(loops) != len(stmt.iter_vars) or not loops or not stmt.writes[0].region:
+        return False
+    last = stmt.writes[0].region[-1].min
+    position = next((i for i, v in enumerate(stmt.iter_vars) if v.var.same_as(last)), None)
+    if position is None or stmt.iter_vars[position].iter_type != DATA_PAR:
+        return False
+    kinds = [v.iter_type for v in stmt.iter_vars]
+    order = ([i for i in range(len(loops)) if i != position and kinds[i] == DATA_PAR]
+             + [i for i in range(len(loops)) if kinds[i] == REDUCE] + [position])
+    sch.reorder(*[loops[i] for i in order])
+    if kinds[order[0]] != DATA_PAR:
+        return False
+    outermost = loops[order[0]]
+    if epilogue:
+        if order[0] == position:
+            return False  # one spatial axis: the epilogue could only follow the whole output
+        _attach(sch, epilogue, outermost)
+    extent = stmt.iter_vars[position].dom.extent
+    if isinstance(extent, tvm.tirx.IntImm) and int(extent) % VECTOR_LANES == 0:
+        outer, lanes = sch.split(loops[position], [None, VECTOR_LANES])
+        sch.vectorize(lanes)
+        outermost = outer if order[0] == position else outermost
+    sch.parallel(outermost)
+    reduction = next((loops[i] for i in order if kinds[i] == REDUCE), None)
+    if reduction is not None:
+        _decompose(sch, block, reduction)
+    return True
+
+
+def _attach(sch: Schedule, epilogue: list[SBlockRV], anchor: LoopRV) -> None:
+    """The blocks after the main one, computed at `anchor` on the tile it has just finished."""
+    for block in epilogue:
+        sch.reverse_compute_at(block, anchor)
+        inner = sch.get_loops(block)[-1]
+        if not sch.get(inner).same_as(sch.get(anchor)) and _extent(sch, inner) % VECTOR_LANES == 0:
+            _, lanes = sch.split(inner, [None, VECTOR_LANES])
+            sch.vectorize(lanes)
+
+
+def _decompose(sch: Schedule, block: SBlockRV, loop: LoopRV) -> None:
+    """The reduction's init hoisted above `loop` (last: parallel and vectorize refuse a loop over
+    a decomposed reduction), the init vectorised where its innermost loop is."""
+    init = sch.decompose_reduction(block, loop)
+    inner = sch.get_loops(init)[-1]
+    if _extent(sch, inner) % VECTOR_LANES == 0:
+        _try(sch.vectorize, inner)
+
+
+def _schedule_rows(sch: Schedule, blocks: list[SBlockRV]) -> bool:
+    """Every block computed row by row inside the last block's outermost (parallel) loop; in each,
+    a spatial axis that fills whole vectors (compiler/graph.py's partial results per lane) goes
+    inside the reduction and is vectorised."""
+    last = blocks[-1]
+    loops = sch.get_loops(last)
+    if not loops or sch.get(last).iter_vars[0].iter_type != DATA_PAR:
+        return False
+    row = loops[0]
+    for block in reversed(blocks[:-1]):
+        sch.compute_at(block, row)
+    lanes_inside = []
+    for block in blocks[:-1]:
+        iters, inner = list(sch.get(block).iter_vars)[1:], sch.get_loops(block)[1:]
+        if len(iters) != len(inner):
             continue
-        if scheduled is not None:
-            return scheduled
-    return None
+        spatial = [loop for loop, v in zip(inner, iters) if v.iter_type == DATA_PAR]
+        reduction = [loop for loop, v in zip(inner, iters) if v.iter_type == REDUCE]
+        if len(spatial) == 1 and reduction and _extent(sch, spatial[0]) % VECTOR_LANES == 0:
+            sch.reorder(*reduction, spatial[0])
+            sch.vectorize(spatial[0])
+            lanes_inside.append((block, reduction[0]))
+    sch.parallel(row)
+    for block, reduction in lanes_inside:
+        _decompose(sch, block, reduction)
+    return True
 
 
 def _is_dot_product(sch: Schedule, block: SBlockRV) -> bool:
     """One reduction axis, last among the block's iterators, read as the last index of every input."""
     stmt = sch.get(block)
     iters = list(stmt.iter_vars)
-    reductions = [v for v in iters if v.iter_type == tvm.tirx.IterVar.CommReduce]
+    reductions = [v for v in iters if v.iter_type == REDUCE]
     if len(reductions) != 1 or iters[-1] is not reductions[0] or not stmt.reads:
+        return False
+    if len(sch.get_loops(block)) != len(iters):
         return False
     k = reductions[0].var
     for region in stmt.reads:
@@ -62,81 +204,25 @@ def _is_dot_product(sch: Schedule, block: SBlockRV) -> bool:
     return isinstance(extent, tvm.tirx.IntImm) and int(extent) % VECTOR_LANES == 0
 
 
-def schedule_dot_product(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
-    """The kernel with its one dot-product block vectorised and parallel; None if it is not one."""
-    sch = Schedule(func)
-    blocks = sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []
-    if len(blocks) != 1 or not _is_dot_product(sch, blocks[0]):
-        return None
-    block = blocks[0]
-    loops = sch.get_loops(block)
-    if len(loops) < 2:
-        return None
-    _, lanes = sch.split(loops[-1], [None, VECTOR_LANES])
-    partial = sch.rfactor(lanes, 0)
-    *spatial, k_outer, lanes = sch.get_loops(partial)
-    tiles, columns = sch.split(spatial[-1], [None, OUTER_TILE])
-    sch.reorder(tiles, *spatial[:-1], columns, k_outer, lanes)
-    sch.vectorize(lanes)
-    sch.parallel(tiles)
-    sch.parallel(sch.get_loops(block)[0])  # the sum of the lanes, written back
-    return sch.mod["main"].with_attr("tir.is_scheduled", True)
+def _is_spatial(sch: Schedule, block: SBlockRV) -> bool:
+    return all(v.iter_type == DATA_PAR for v in sch.get(block).iter_vars)
 
 
-def schedule_spatial(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
-    """The kernel with its output's innermost axis innermost (vectorised when the lanes divide it)
-    and its outermost spatial loop parallel; None unless it has one block whose output's last
-    index is one of its spatial iterators."""
-    sch = Schedule(func)
-    blocks = sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []
-    if len(blocks) != 1:
-        return None
-    block = blocks[0]
-    stmt = sch.get(block)
-    loops = sch.get_loops(block)
-    if len(stmt.writes) != 1 or len(loops) != len(stmt.iter_vars) or not loops:
-        return None
-    last = stmt.writes[0].region[-1].min
-    position = next((i for i, v in enumerate(stmt.iter_vars) if v.var.same_as(last)), None)
-    if position is None or stmt.iter_vars[position].iter_type != tvm.tirx.IterVar.DataPar:
-        return None
-    order = [i for i in range(len(loops)) if i != position] + [position]
-    sch.reorder(*[loops[i] for i in order])
-    outermost = loops[order[0]]
-    extent = stmt.iter_vars[position].dom.extent
-    if isinstance(extent, tvm.tirx.IntImm) and int(extent) % VECTOR_LANES == 0:
-        outer, lanes = sch.split(loops[position], [None, VECTOR_LANES])
-        sch.vectorize(lanes)
-        outermost = outer if order[0] == position else outermost
-    if stmt.iter_vars[order[0]].iter_type == tvm.tirx.IterVar.DataPar:
-        sch.parallel(outermost)
-    return sch.mod["main"].with_attr("tir.is_scheduled", True)
+def _extent(sch: Schedule, loop: LoopRV) -> int:
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tvm.tirx.IntImm) else 0
 
 
-def schedule_loop_nests(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
-    """A kernel of several loop nests (log_softmax over the classes: max, sum, output) with the
-    outermost loop of each nest parallel where it is spatial; None if no nest has one."""
-    sch = Schedule(func)
-    if not _has_root(sch):
-        return None
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    outermost: list[LoopRV] = []
-    for block in blocks:
-        loops = sch.get_loops(block)
-        stmt = sch.get(block)
-        if (loops and len(loops) == len(stmt.iter_vars) and stmt.iter_vars[0].iter_type == tvm.tirx.IterVar.DataPar
-                and not any(sch.get(loops[0]).same_as(sch.get(seen)) for seen in outermost)):
-            outermost.append(loops[0])
-    if len(blocks) < 2 or not outermost:
-        return None
-    for loop in outermost:
-        sch.parallel(loop)
-    return sch.mod["main"].with_attr("tir.is_scheduled", True)
-
-
-def _has_root(sch: Schedule) -> bool:
+def _blocks(sch: Schedule) -> list[SBlockRV]:
     try:
-        sch.get_sblock("root")
+        return list(sch.get_child_blocks(sch.get_sblock("root")))
     except (ValueError, RuntimeError):
-        return False
-    return True
+        return []
+
+
+def _try(action, *args) -> None:
+    """A schedule step that may not apply (a block that cannot be inlined stays as it is)."""
+    try:
+        action(*args)
+    except (ValueError, RuntimeError):
+        pass

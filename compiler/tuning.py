@@ -1,8 +1,10 @@
-"""MetaSchedule tuning of a Relax module, with a database per target that later builds reuse.
+"""MetaSchedule tuning of a bundle's Relax modules, with a database per target that later builds reuse.
 
-Tunes every fused TIR function of the module it is given, so the update module's gradient
-kernels (conv2d data/weight gradients, matmul gradients) are tuned along with the forward ones.
-A task already tuned with at least its share of the budget (kept in the database directory)
+Tunes the fused TIR functions the device calls, so the update's gradient kernels (conv2d
+data/weight gradients, matmul gradients) are tuned along with the forward ones. The budget is
+one number for the bundle, spread by each task's measured share of the time; a tuned schedule
+ships only where it beat the default one (compiler/schedules.py), so tuning never makes a
+kernel slower. A task already given at least its budget (kept in the database directory)
 is not tuned again. A tuning run writes into a staging copy of the database and replaces the
 database's files atomically only when it ends, so a killed or failed run leaves the database as
 it was (MetaSchedule itself appends to its files as it goes).
@@ -10,6 +12,7 @@ it was (MetaSchedule itself appends to its files as it goes).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -20,9 +23,10 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import numpy as np
@@ -112,16 +116,44 @@ def rpc_runner(device: RPCDevice) -> ms.runner.RPCRunner:
         f_alloc_argument=_alloc_arguments, max_workers=1)
 
 @dataclass(frozen=True)
-class TuningResult:
-    """A module ready for `tvm.compile` with the database's best schedules applied."""
+class TaskBudget:
+    """One tuning task: its share of the measured time, its trials, and which schedule won."""
 
-    mod: tvm.IRModule
-    trials: int          # candidates measured in this call (0: everything came from the database)
-    failed_trials: int   # of those, the ones that failed to build or run
-    tasks: int           # tunable TIR functions in the module
-    tuned_tasks: int     # tasks that got new trials in this call
+    name: str
+    share: float         # of the called functions' time under the default schedules, weighted by calls
+    default_us: float    # one call under compiler/schedules.py's default schedule
+    budget: int          # trials it was given (0: too small a share to tune)
+    trials: int          # candidates measured in this call
+    succeeded: int       # of those, the ones that built and ran
+    tuned_us: float | None  # the database's best, where it has one
+    kept: bool           # the tuned schedule ships (it beat the default)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """Modules ready for `tvm.compile` with the tuned schedules that beat the defaults applied."""
+
+    mods: dict[str, tvm.IRModule]
+    tasks: list[TaskBudget]
+    records: list[Any]   # the tuning records applied (what a bundle ships)
     seconds: float
     database_dir: Path
+
+    @property
+    def trials(self) -> int:
+        return sum(t.trials for t in self.tasks)
+
+    @property
+    def failed_trials(self) -> int:
+        return sum(t.trials - t.succeeded for t in self.tasks)
+
+    @property
+    def tuned_tasks(self) -> int:
+        """Tasks that got successful trials in this call."""
+        return sum(1 for t in self.tasks if t.succeeded)
 
 
 def target_key(target: tvm.target.Target) -> str:
@@ -158,7 +190,8 @@ def prepare_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRMo
         ])(mod)
 
 
-BUDGETS_FILE = "autlearn_budgets.json"  # per workload: the largest per-task budget already spent
+BUDGETS_FILE = "autlearn_budgets.json"  # per workload: the largest budget already spent on it
+MIN_TASK_TRIALS = 8  # a smaller share of the budget is not worth a search: the task keeps its default
 
 
 def _workload_key(task_mod: tvm.IRModule) -> str:
@@ -175,12 +208,28 @@ def _spent_budgets(database_dir: Path) -> dict[str, int]:
         raise ValueError(f"{path} is not a tuning budget file ({err}); delete it to retune") from err
 
 
-def _record_budgets(database_dir: Path, task_mods: list[tvm.IRModule], per_task: int) -> None:
+def _record_budgets(database_dir: Path, spent: dict[str, int]) -> None:
     budgets = _spent_budgets(database_dir)
-    for mod in task_mods:
-        key = _workload_key(mod)
-        budgets[key] = max(per_task, budgets.get(key, 0))
+    for key, budget in spent.items():
+        budgets[key] = max(budget, budgets.get(key, 0))
     atomic_write_bytes(database_dir / BUDGETS_FILE, json.dumps(budgets, indent=0, sort_keys=True).encode())
+
+
+def split_budget(trials: int, weights: list[float]) -> list[int]:
+    """`trials` spread over tasks in proportion to `weights` (their measured time), largest first;
+    a task whose share is under MIN_TASK_TRIALS gets none, and the sum never exceeds `trials`."""
+    total = sum(weights)
+    budgets = [0] * len(weights)
+    left = trials
+    for i in sorted(range(len(weights)), key=lambda i: -weights[i]):
+        share = int(trials * weights[i] / total) if total > 0 else 0
+        if share < MIN_TASK_TRIALS or left < MIN_TASK_TRIALS:
+            break
+        budgets[i] = min(share, left)
+        left -= budgets[i]
+    if budgets and left and budgets[max(range(len(weights)), key=lambda i: weights[i])]:
+        budgets[max(range(len(weights)), key=lambda i: weights[i])] += left  # rounding: to the largest
+    return budgets
 
 
 @derived_object
@@ -251,16 +300,20 @@ def staged_database(database_dir: Path) -> Iterator[ms.database.JSONDatabase]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, database_dir: Path | None,
-                progress: bool = True, device: RPCDevice | None = None) -> TuningResult:
-    """Tunes `mod` for `target` with about `trials` candidates measured in all, then applies the database.
+def tune_modules(mods: Mapping[str, tvm.IRModule], target: tvm.target.Target, *, trials: int,
+                 database_dir: Path | None, progress: bool = True, device: RPCDevice | None = None,
+                 called: Mapping[str, Sequence[str]] | None = None) -> TuningResult:
+    """Tunes `mods` for `target` with `trials` candidates measured in all, then applies, task by
+    task, the database's best schedule where it beats the default one (compiler/schedules.py).
 
-    The budget is spread evenly over the tasks (MetaSchedule otherwise spends it on the first
-    ones). Records go to `database_dir` (a JSON database, created if missing; None: the
-    target's default, see `default_database_dir`); a task already tuned there with at least
-    its share of the budget is skipped, so a rebuild with the same database tunes nothing new.
-    Candidates build and run in worker processes, each under a timeout; with `device`, they are
-    linked with its cross compiler and measured on its RPC server.
+    The budget goes to the tasks by their measured share of the time: every task's kernel is
+    timed under its default schedule (where the candidates are measured) and weighted by how
+    often the functions in `called` (per module key, the entry points a device runs; default:
+    all) call it; tasks only other functions call get nothing. Records go to `database_dir` (a
+    JSON database, created if missing; None: the target's default, see `default_database_dir`);
+    a task already given at least its budget there is not tuned again, so a rebuild with the same
+    database tunes nothing new. Candidates build and run in worker processes, each under a
+    timeout; with `device`, they are linked with its cross compiler and measured on its RPC server.
     """
     if trials < 0:
         raise ValueError(f"trials must be >= 0, got {trials}")
@@ -278,50 +331,140 @@ def tune_module(mod: tvm.IRModule, target: tvm.target.Target, *, trials: int, da
     database_dir.mkdir(parents=True, exist_ok=True)
     import_tensor_intrinsics()
 
-    prepared = prepare_for_tuning(mod, target)
-    tasks = ms.relax_integration.extract_tasks(prepared, target)
-    per_task = max(1, math.ceil(trials / len(tasks))) if tasks else 0
-    # A task is done once a budget this large was spent on it: small search spaces give fewer
-    # distinct candidates than the budget, so counting records would retune them forever.
-    spent = _spent_budgets(database_dir)
-    pending = [t for t in tasks if trials > 0 and spent.get(_workload_key(t.dispatched[0]), 0) < per_task]
-
-    measured = failed = 0
-    with staged_database(database_dir) as database:
-        if pending:
-            measured, failed = _tune_tasks(pending, per_task, database, database_dir, progress, device)
-            _record_budgets(database_dir, [t.dispatched[0] for t in pending], per_task)
-        with target, database:
-            tuned = relax.transform.MetaScheduleApplyDatabase()(prepared)
-    return TuningResult(mod=tuned, trials=measured, failed_trials=failed, tasks=len(tasks),
-                        tuned_tasks=len(pending), seconds=time.perf_counter() - start,
-                        database_dir=database_dir)
-
-
-def _tune_tasks(pending: list, per_task: int, database: ms.database.Database, database_dir: Path,
-                progress: bool, device: RPCDevice | None) -> tuple[int, int]:
-    """Runs MetaSchedule on `pending` tasks, `per_task` trials each, measured here or on `device`;
-    (trials measured, failed)."""
-    # The per-task tables go to database_dir/logs; the console gets the progress bar.
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    with _foreign_handlers_detached():
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            pending, work_dir=str(database_dir), strategy=search_strategy(per_task), seed=0)
-    budget = per_task * len(pending)
+    prepared = {key: prepare_for_tuning(mod, target) for key, mod in mods.items()}
+    tasks, weights = _called_tasks(prepared, target, called)
     builder = PersistentPoolBuilder(max_workers=min(2, os.cpu_count() or 1),
                                     cross_compiler=device.cross_compiler if device is not None else None)
     runner = rpc_runner(device) if device is not None else ms.runner.LocalRunner(timeout_sec=30)
+    try:
+        default_s = _measure_defaults(tasks, target, builder, runner)
+        time_weights = [w * (t if math.isfinite(t) else 0.0) for w, t in zip(weights, default_s)]
+        budgets = split_budget(trials, time_weights)
+        spent = _spent_budgets(database_dir)
+        keys = [_workload_key(t.dispatched[0]) for t in tasks]
+        todo = [b if b and spent.get(k, 0) < b else 0 for b, k in zip(budgets, keys)]
+        with staged_database(database_dir) as database:
+            outcomes = _tune_tasks(tasks, todo, database, database_dir, progress, device, builder, runner)
+            _record_budgets(database_dir, {k: b for k, b in zip(keys, todo) if b})
+            records, rows = _winners(tasks, database, default_s, todo, outcomes, time_weights, budgets)
+    finally:
+        builder.close()
+    winners = ms.database.MemoryDatabase()
+    for record in records:
+        winners.commit_workload(record.workload.mod)
+        winners.commit_tuning_record(record)
+    with target, winners:
+        tuned = {key: relax.transform.MetaScheduleApplyDatabase()(mod) for key, mod in prepared.items()}
+    return TuningResult(mods=tuned, tasks=rows, records=records, seconds=time.perf_counter() - start,
+                        database_dir=database_dir)
+
+
+def write_records(records: Sequence[Any], directory: Path) -> None:
+    """The records as a JSON database of their own in `directory` (what a bundle ships)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    database = ms.database.JSONDatabase(work_dir=str(directory))
+    for record in records:
+        database.commit_tuning_record(ms.database.TuningRecord(
+            record.trace, database.commit_workload(record.workload.mod), record.run_secs, record.target,
+            record.args_info))
+
+
+def _called_tasks(prepared: Mapping[str, tvm.IRModule], target: tvm.target.Target,
+                  called: Mapping[str, Sequence[str]] | None) -> tuple[list, list[float]]:
+    """The distinct tasks of the entry points in `called` and how many calls reach each."""
+    by_key: dict[str, Any] = {}
+    weights: dict[str, float] = {}
+    for key, mod in prepared.items():
+        entries = list(called[key]) if called is not None else None
+        if entries is not None:
+            if not entries:
+                continue
+            mod = relax.transform.DeadCodeElimination(entries)(_only_entries(mod, entries))
+        for task in ms.relax_integration.extract_tasks(mod, target):
+            workload = _workload_key(task.dispatched[0])
+            by_key.setdefault(workload, task)
+            weights[workload] = weights.get(workload, 0.0) + float(task.weight)
+    return list(by_key.values()), [weights[k] for k in by_key]
+
+
+def _only_entries(mod: tvm.IRModule, entries: Sequence[str]) -> tvm.IRModule:
+    out = tvm.IRModule(attrs=mod.attrs)
+    for gvar, func in mod.functions.items():
+        if isinstance(func, relax.Function) and gvar.name_hint not in entries:
+            continue
+        out[gvar] = func
+    return out
+
+
+def _measure_defaults(tasks: list, target: tvm.target.Target, builder, runner) -> list[float]:
+    """Seconds per call of each task's kernel under the default schedule, measured as the
+    candidates are (same builder and runner); inf where it failed."""
+    from compiler.schedules import schedule_kernel
+
+    inputs, funcs = [], []
+    for task in tasks:
+        func = task.dispatched[0]["main"]
+        func = schedule_kernel(func) or func
+        funcs.append(func)
+        inputs.append(ms.builder.BuilderInput(tvm.IRModule({"main": func}), target))
+    built = builder.build(inputs) if inputs else []
+    seconds = [math.inf] * len(tasks)
+    runnable = [(i, b) for i, b in enumerate(built) if b.error_msg is None]
+    device_type = "cpu" if target.kind.name in ("llvm", "c") else target.kind.name
+    futures = runner.run([ms.runner.RunnerInput(b.artifact_path, device_type,
+                                                ms.arg_info.ArgInfo.from_prim_func(funcs[i]))
+                          for i, b in runnable])
+    for (i, _), future in zip(runnable, futures):
+        result = future.result()
+        if result.error_msg is None and result.run_secs:
+            seconds[i] = float(np.median([float(t) for t in result.run_secs]))
+    for _, b in runnable:
+        shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
+    return seconds
+
+
+def _winners(tasks: list, database, default_s: list[float], todo: list[int], outcomes: list[tuple[int, int]],
+             weights: list[float], budgets: list[int]) -> tuple[list[Any], list[TaskBudget]]:
+    """Per task, the database's best record where it beats the default schedule; the table."""
+    total = sum(weights) or 1.0
+    records, rows = [], []
+    for task, default, budget, (measured, succeeded), weight in zip(tasks, default_s, budgets, outcomes, weights):
+        mod = task.dispatched[0]
+        best = database.get_top_k(database.commit_workload(mod), 1) if database.has_workload(mod) else []
+        tuned = float(np.median([float(t) for t in best[0].run_secs])) if best and best[0].run_secs else None
+        kept = tuned is not None and tuned < default
+        if kept:
+            records.append(best[0])
+        rows.append(TaskBudget(name=task.task_name, share=round(weight / total, 4),
+                               default_us=round(default * 1e6, 2) if math.isfinite(default) else float("inf"),
+                               budget=budget, trials=measured, succeeded=succeeded,
+                               tuned_us=round(tuned * 1e6, 2) if tuned is not None else None, kept=kept))
+    return records, rows
+
+
+def _tune_tasks(tasks: list, budgets: list[int], database: ms.database.Database, database_dir: Path,
+                progress: bool, device: RPCDevice | None, builder, runner) -> list[tuple[int, int]]:
+    """MetaSchedule on every task with a budget, each searched with its own budget, measured here
+    or on `device`; per task (trials measured, of them succeeded)."""
+    # The per-task tables go to database_dir/logs; the console gets the progress bar.
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    outcomes = [(0, 0)] * len(tasks)
+    pending = [i for i, b in enumerate(budgets) if b]
+    if not pending:
+        return outcomes
     if device is not None:
         tqdm.write(f"tuning: candidates are measured on {device.description}", file=sys.stderr)
-    with tqdm(total=budget, unit="trial", desc=f"tuning {len(pending)} tasks",
+    with tqdm(total=sum(budgets), unit="trial", desc=f"tuning {len(pending)} tasks",
               disable=None if progress else True) as bar:
-        counter = _TrialProgress(bar)
-        try:
+        for i in pending:
+            counter = _TrialProgress(bar)
+            with _foreign_handlers_detached():
+                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    [tasks[i]], work_dir=str(database_dir), strategy=search_strategy(budgets[i]), seed=0)
             ms.tune_tasks(
                 tasks=contexts, task_weights=weights, work_dir=str(database_dir),
-                max_trials_global=budget, max_trials_per_task=per_task,
+                max_trials_global=budgets[i], max_trials_per_task=budgets[i],
                 builder=builder, runner=runner, database=database,
                 cost_model="xgb", measure_callbacks=ms.MeasureCallback.create("default") + [counter])
-        finally:
-            builder.close()
-        return counter.trials, counter.failed
+            outcomes[i] = (counter.trials, counter.trials - counter.failed)
+    return outcomes

@@ -32,6 +32,7 @@ from compiler.split import inference_mode
 
 RTOL = 1e-3
 ATOL = 1e-4
+REL_NORM = 1e-3  # |got - want| / |want| of a whole gradient or update delta, however small its entries
 
 
 class VerificationError(RuntimeError):
@@ -78,6 +79,19 @@ def check_close(name: str, got: np.ndarray, want: np.ndarray, rtol: float = RTOL
     if not np.all(np.isfinite(got)) or not np.allclose(got, want, rtol=rtol, atol=atol * scale):
         err = float(np.nanmax(np.abs(got.astype("float64") - want))) if got.size else 0.0
         raise VerificationError(f"{name} diverges from {against}: max abs error {err:.3g} (|ref| max {scale:.3g})")
+
+
+def check_relative(name: str, got: np.ndarray, want: np.ndarray, tol: float = REL_NORM, floor: float = 0.0,
+                   against: str = "PyTorch") -> None:
+    """Raises VerificationError unless |got - want| <= tol |want| + floor (L2 norms over the
+    tensor): an atol cannot check gradients of 1e-5, a norm relative to the tensor's own size can.
+    `floor`: what rounding alone allows (a float32 update delta is known to the params' ulp)."""
+    got, want = np.asarray(got, "float64"), np.asarray(want, "float64")
+    error, reference = float(np.linalg.norm(got - want)), float(np.linalg.norm(want))
+    if not np.isfinite(error) or error > tol * reference + floor:
+        relative = error / reference if reference else float("inf")
+        raise VerificationError(f"{name} diverges from {against}: relative error {relative:.3g} (norm), "
+                                f"tolerance {tol:g}")
 
 
 @dataclasses.dataclass
@@ -198,8 +212,11 @@ def check_training(loss_exe, update_exe, cut: np.ndarray, labels: np.ndarray, pa
     update_vm = _vm(update_exe)
     grad_loss, *grads = _call(update_vm, "gradients", [cut, labels, *trainable])
     check_close("gradients: loss", grad_loss, reference.loss, against=against)
+    if len(grads) != len(reference.grads):
+        raise VerificationError(f"gradients returned {len(grads)} tensors, {against} {len(reference.grads)}")
     for name, got, want in zip(param_names, grads, reference.grads):
         check_close(f"gradient of {name}", got, want, against=against)
+        check_relative(f"gradient of {name}", got, want, against=against)
 
     new_params, new_state = _check_step(update_vm, "update", cut, labels, param_names, trainable, state,
                                         reference.loss, reference.updated, reference.state, against)
@@ -220,8 +237,13 @@ def _check_step(update_vm: _DeviceVM, what: str, cut: np.ndarray, labels: np.nda
                                 f"expected {len(param_names)} params + {len(state)} optimizer states")
     check_close(f"{what}: loss", step_loss, want_loss, against=against)
     got_params, got_state = rest[: len(param_names)], rest[len(param_names):]
-    for name, got, want in zip(param_names, got_params, want_params):
+    for name, before, got, want in zip(param_names, params, got_params, want_params):
         check_close(f"{what}: {name}", got, want, against=against)
+        rounding = 2 * float(np.finfo(np.float32).eps) * float(np.linalg.norm(np.asarray(before, "float64")))
+        check_relative(f"{what}: the change of {name}", got - before, want - before, floor=rounding,
+                       against=against)
+    if want_state is not None and len(want_state) != len(got_state):
+        raise VerificationError(f"{what} keeps {len(got_state)} optimizer state tensors, {against} {len(want_state)}")
     for i, (got, want) in enumerate(zip(got_state, want_state or [])):
         check_close(f"{what}: optimizer state {i}", got, want, against=against)
     return got_params, got_state

@@ -143,7 +143,7 @@ def test_tuning_measures_arm64_candidates_through_the_emulators_rpc_runner(tmp_p
     from tvm.script import relax as R
 
     from compiler.targets import resolve_target
-    from compiler.tuning import tune_module, tuning_device
+    from compiler.tuning import tune_modules, tuning_device
 
     @R.function
     def main(x: R.Tensor((16, 32), "float32"), w: R.Tensor((32, 8), "float32")):
@@ -151,7 +151,7 @@ def test_tuning_measures_arm64_candidates_through_the_emulators_rpc_runner(tmp_p
 
     with tuning_device("linux-arm64") as device:
         assert device is not None and "not phone times" in device.description
-        result = tune_module(tvm.IRModule({"main": main}), resolve_target("linux-arm64").tvm_target(), trials=6,
-                             database_dir=tmp_path / "db", progress=False, device=device)
+        result = tune_modules({"m": tvm.IRModule({"main": main})}, resolve_target("linux-arm64").tvm_target(),
+                              trials=8, database_dir=tmp_path / "db", progress=False, device=device)
     assert result.trials >= 1 and result.failed_trials < result.trials
     assert "not phone times" in capsys.readouterr().err

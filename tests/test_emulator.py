@@ -41,7 +41,7 @@ def test_tuning_an_arm64_target_without_a_device_is_refused() -> None:
     from tvm.script import relax as R
 
     from compiler.targets import resolve_target
-    from compiler.tuning import tune_module
+    from compiler.tuning import tune_modules
 
     @R.function
     def main(x: R.Tensor((2, 2), "float32")):
@@ -50,5 +50,5 @@ def test_tuning_an_arm64_target_without_a_device_is_refused() -> None:
     import tvm
 
     with pytest.raises(ValueError, match="cannot measure aarch64-linux-gnu candidates.*autlearn emulator setup"):
-        tune_module(tvm.IRModule({"main": main}), resolve_target("linux-arm64").tvm_target(), trials=4,
-                    database_dir=None)
+        tune_modules({"m": tvm.IRModule({"main": main})}, resolve_target("linux-arm64").tvm_target(), trials=16,
+                     database_dir=None)

@@ -6,7 +6,7 @@ import pytest
 import tvm
 from tvm import relax
 
-from compiler.tuning import default_database_dir, target_key, tune_module
+from compiler.tuning import default_database_dir, split_budget, target_key, tune_modules
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 
@@ -30,22 +30,39 @@ def run(mod: tvm.IRModule, args: list[np.ndarray]) -> np.ndarray:
     return vm["update"](*[tvm.runtime.tensor(a) for a in args]).numpy()
 
 
+TRIALS = 16
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    database = tmp_path_factory.mktemp("tuning") / "db"  # missing on purpose: tune_module creates it
+    database = tmp_path_factory.mktemp("tuning") / "db"  # missing on purpose: tuning creates it
     mod = weight_gradient_module()
-    first = tune_module(mod, TARGET, trials=2, database_dir=database, progress=False)
-    second = tune_module(mod, TARGET, trials=2, database_dir=database, progress=False)
+    first = tune_modules({"update": mod}, TARGET, trials=TRIALS, database_dir=database, progress=False)
+    second = tune_modules({"update": mod}, TARGET, trials=TRIALS, database_dir=database, progress=False)
     return mod, database, first, second
 
 
-def test_tuning_runs_trials_and_writes_the_database(two_runs):
+def test_tuning_runs_the_trials_it_was_given_and_writes_the_database(two_runs):
     _, database, first, _ = two_runs
-    assert first.tasks >= 1 and first.tuned_tasks == first.tasks
-    assert first.trials >= first.tasks  # at least one measured candidate per task
+    assert len(first.tasks) >= 1 and first.tuned_tasks >= 1
+    assert 1 <= first.trials <= TRIALS  # the budget is the number measured in all
+    assert sum(t.budget for t in first.tasks) <= TRIALS
     assert first.failed_trials < first.trials
     records = (database / "database_tuning_record.json").read_text().splitlines()
     assert len(records) >= first.trials - first.failed_trials
+
+
+def test_a_tuned_schedule_ships_only_where_it_beats_the_default(two_runs, tmp_path):
+    from compiler.tuning import write_records
+
+    _, _, first, _ = two_runs
+    for task in first.tasks:
+        assert task.default_us > 0
+        assert task.kept == (task.tuned_us is not None and task.tuned_us < task.default_us)
+    assert len(first.records) == sum(t.kept for t in first.tasks)
+    write_records(first.records, tmp_path / "shipped")
+    lines = (tmp_path / "shipped" / "database_tuning_record.json").read_text().splitlines()
+    assert len(lines) == len(first.records)  # the winners only, not the whole database
 
 
 def test_second_tune_reuses_the_database_and_matches_numerically(two_runs):
@@ -54,10 +71,26 @@ def test_second_tune_reuses_the_database_and_matches_numerically(two_runs):
     rng = np.random.default_rng(0)
     args = [rng.standard_normal(s, dtype=np.float32) for s in ((16, 32), (16, 8), (32, 8))]
     expected = args[2] - 0.1 * (args[0].T @ args[1])
-    for tuned in (first.mod, second.mod):
+    for tuned in (first.mods["update"], second.mods["update"]):
         np.testing.assert_allclose(run(tuned, args), expected, rtol=1e-5, atol=1e-5)
-    assert any(f.attrs is not None and f.attrs.get("tirx.is_scheduled")
-               for f in second.mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def test_the_budget_follows_the_measured_time():
+    budgets = split_budget(100, [6.0, 3.0, 1.0, 0.01])
+    assert budgets[0] > budgets[1] > budgets[2] and budgets[3] == 0  # a tiny share is not worth a search
+    assert sum(budgets) == 100
+    assert split_budget(10, [1.0, 1.0]) == [0, 0]  # 5 each: too few to search either
+    assert sum(split_budget(7, [1.0])) == 0  # under MIN_TASK_TRIALS: nothing to search
+    assert split_budget(50, [0.0, 0.0]) == [0, 0]
+
+
+def test_only_the_functions_a_device_calls_get_a_budget(tmp_path):
+    mod = weight_gradient_module()
+    result = tune_modules({"update": mod}, TARGET, trials=TRIALS, database_dir=tmp_path, progress=False,
+                          called={"update": []})
+    assert result.tasks == [] and result.trials == 0
+    np.testing.assert_allclose(run(result.mods["update"], [np.ones((16, 32), "float32"), np.ones((16, 8), "float32"),
+                                                           np.zeros((32, 8), "float32")]), -1.6, rtol=1e-6)
 
 
 def test_database_location_follows_target_and_env(monkeypatch, tmp_path):
@@ -69,7 +102,7 @@ def test_database_location_follows_target_and_env(monkeypatch, tmp_path):
 
 def test_bad_trial_count_is_refused(tmp_path):
     with pytest.raises(ValueError, match="trials must be >= 0"):
-        tune_module(weight_gradient_module(), TARGET, trials=-1, database_dir=tmp_path)
+        tune_modules({"update": weight_gradient_module()}, TARGET, trials=-1, database_dir=tmp_path)
 
 
 def test_a_handler_attached_by_someone_else_does_not_break_tuning(tmp_path):

@@ -1,0 +1,101 @@
+"""Graph rewrites every module gets before it is tuned or scheduled, so both see the same kernels.
+
+- One dataflow graph per entry point (the loss, its adjoint and the optimizer inlined into
+  `update`), so Relax fuses across them: the weight gradient and its SGD step become one kernel.
+- `x @ W.T` as one kernel reading W as stored: `linear` imports as matmul(x, permute_dims(W))
+  with W a runtime input, and the transpose ran on every call.
+- exp, tanh, erf and log_softmax as TVM's fast approximations (relative error ~1e-7, within what
+  verification allows): libm's scalar expf was half of the untuned nwp step after fusion.
+"""
+from __future__ import annotations
+
+import tvm
+from tvm import relax, te, topi
+from tvm.relax.transform.fast_math import FastMathCodeGenerator
+
+
+def prepare_graph(mod: tvm.IRModule) -> tvm.IRModule:
+    """`mod` inlined into one dataflow graph per entry point, transposed matmuls fused, fast math."""
+    return tvm.transform.Sequential([
+        relax.transform.InlinePrivateFunctions(),
+        relax.transform.DeadCodeElimination(),
+        relax.transform.ConvertToDataflow(),
+        relax.transform.FuseTransposeMatmul(),
+        FastMath(),
+    ])(mod)
+
+
+LANES = 8  # the vector width the default schedules use (compiler/schedules.py)
+
+
+def fast_log_softmax(x: te.Tensor, axis: int) -> te.Tensor:
+    """log_softmax with the fast exponential. Over the last axis of a matrix (every classifier's
+    loss), each reduction is written as LANES partial results over the classes that fill whole
+    vectors, plus the few left over: 10,002 classes do not divide into vectors, and a vectorised
+    loop with a tail predicate read past the row when it was tried."""
+    axis = axis % len(x.shape)
+    if len(x.shape) != 2 or axis != 1 or int(x.shape[1]) < LANES:
+        return _log_softmax_any_axis(x, axis)
+    rows, n = x.shape
+    body, tail = int(n) // LANES * LANES, int(n) % LANES
+
+    def reduce(values, combine, name):
+        """combine over the classes of values(r, j): LANES partial results, then the tail."""
+        k = te.reduce_axis((0, body // LANES), name="k")
+        partial = te.compute((rows, LANES), lambda r, lane: combine(values(r, k * LANES + lane), axis=k),
+                             name=f"{name}_lanes")
+        lane = te.reduce_axis((0, LANES), name="lane")
+        whole = te.compute((rows,), lambda r: combine(partial[r, lane], axis=lane), name=name)
+        if not tail:
+            return whole
+        t = te.reduce_axis((0, tail), name="t")
+        rest = te.compute((rows,), lambda r: combine(values(r, body + t), axis=t), name=f"{name}_tail")
+        joined = tvm.tirx.max if combine is te.max else (lambda a, b: a + b)
+        return te.compute((rows,), lambda r: joined(whole[r], rest[r]), name=f"{name}_all")
+
+    top = reduce(lambda r, j: x[r, j], te.max, "T_softmax_maxelem")
+    exps = topi.fast_exp(te.compute(x.shape, lambda r, j: x[r, j] - top[r], name="T_shifted"))
+    total = reduce(lambda r, j: exps[r, j], te.sum, "T_expsum")
+    return te.compute(x.shape, lambda r, j: x[r, j] - top[r] - te.log(total[r]), name="T_log_softmax",
+                      attrs={"axis": axis})
+
+
+def _log_softmax_any_axis(x: te.Tensor, axis: int) -> te.Tensor:
+    """log_softmax as topi computes it, with the fast exponential."""
+    k = te.reduce_axis((0, x.shape[axis]), name="k")
+    reduced = [d for i, d in enumerate(x.shape) if i != axis]
+
+    def at(indices, index):
+        return (*indices[:axis], index, *indices[axis:])
+
+    def keep(indices):
+        return (*indices[:axis], *indices[axis + 1:])
+
+    top = te.compute(reduced, lambda *i: te.max(x[at(i, k)], axis=k), name="T_softmax_maxelem")
+    exps = topi.fast_exp(te.compute(x.shape, lambda *i: x[i] - top[keep(i)], name="T_shifted"))
+    k2 = te.reduce_axis((0, x.shape[axis]), name="k")
+    total = te.compute(reduced, lambda *i: te.sum(exps[at(i, k2)], axis=k2), name="T_expsum")
+    return te.compute(x.shape, lambda *i: x[i] - top[keep(i)] - te.log(total[keep(i)]),
+                      name="T_log_softmax", attrs={"axis": axis})
+
+
+@relax.expr_functor.mutator
+class _FastMath(FastMathCodeGenerator._cls):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.log_softmax":
+            return self.builder_.call_te(fast_log_softmax, self.visit_expr(call.args[0]), int(call.attrs.axis))
+        if isinstance(call.op, tvm.ir.Op):
+            return super().visit_call_(call)
+        return relax.PyExprMutator.visit_call_(self, call)
+
+
+@tvm.transform.module_pass(opt_level=0, name="AutLearnFastMath")
+class FastMath:
+    """TVM's FastMathTransform, plus log_softmax (the classes' exponentials of the loss)."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        rewriter = _FastMath(mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        return rewriter.builder_.get()
