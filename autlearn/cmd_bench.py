@@ -46,6 +46,14 @@ def _bench_compiler(args: argparse.Namespace) -> int:
                             tuning_db=args.tuning_db, threads=threads, repeats=args.repeats,
                             warmup=args.warmup, profile=args.profile, executorch=args.executorch)
     json_file, png = write_report(result, json_path)
+    if args.markdown:
+        import shlex
+        import sys
+
+        from autlearn.bench_compiler import markdown_tables, replace_section
+
+        command = "autlearn " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a)
+        replace_section(args.markdown, f"bench compiler {args.task}", markdown_tables(result, command))
     for n, ms in result["ms"].items():
         print(f"{n} thread(s): update step (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in ms["update"].items()))
         print(f"{n} thread(s): forward b1 (ms):  " + ", ".join(f"{k} {v:.3f}" for k, v in ms["forward"].items()))
@@ -128,6 +136,9 @@ def register(tree: CommandTree) -> None:
     p.add_argument("--work-dir", type=Path, default=None, help="where the compiled bundles go")
     p.add_argument("--profile", action="store_true",
                    help="also list each compiled module's kernels with their share of its time")
+    p.add_argument("--markdown", type=Path, default=None,
+                   help="also write the tables, with this command above them, into this file "
+                        "(between <!-- bench compiler TASK --> markers, e.g. BENCHMARKS.md)")
     p.set_defaults(func=_bench_compiler)
 
     p = tree.subcommand("bench", "reliability", group_help=GROUP_HELP,

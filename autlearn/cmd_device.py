@@ -107,11 +107,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _bench_cache(args: argparse.Namespace) -> int:
-    from autlearn.bench_cache import run_cache_benchmark
+    from autlearn.bench_cache import run_cache_benchmark, summary
 
     result = run_cache_benchmark(args.task, work=args.work or f"out/bench-cache/{args.task}", samples=args.samples,
                                  repeats=args.repeats, preset=args.preset, json_path=args.json)
     _print_json(result)
+    print(summary(result))
     return 0
 
 

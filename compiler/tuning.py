@@ -217,18 +217,19 @@ def _record_budgets(database_dir: Path, spent: dict[str, int]) -> None:
 
 def split_budget(trials: int, weights: list[float]) -> list[int]:
     """`trials` spread over tasks in proportion to `weights` (their measured time), largest first;
-    a task whose share is under MIN_TASK_TRIALS gets none, and the sum never exceeds `trials`."""
-    total = sum(weights)
+    a task whose share is under MIN_TASK_TRIALS gets none (what is left goes to the largest, which
+    gets the whole budget when no share reaches the minimum); the sum is `trials` at most."""
     budgets = [0] * len(weights)
-    left = trials
-    for i in sorted(range(len(weights)), key=lambda i: -weights[i]):
-        share = int(trials * weights[i] / total) if total > 0 else 0
-        if share < MIN_TASK_TRIALS or left < MIN_TASK_TRIALS:
+    total = sum(weights)
+    if not weights or total <= 0 or trials < MIN_TASK_TRIALS:
+        return budgets
+    order = sorted(range(len(weights)), key=lambda i: -weights[i])
+    for i in order:
+        share = int(trials * weights[i] / total)
+        if share < MIN_TASK_TRIALS:
             break
-        budgets[i] = min(share, left)
-        left -= budgets[i]
-    if budgets and left and budgets[max(range(len(weights)), key=lambda i: weights[i])]:
-        budgets[max(range(len(weights)), key=lambda i: weights[i])] += left  # rounding: to the largest
+        budgets[i] = share
+    budgets[order[0]] += trials - sum(budgets)  # rounding and the tasks too small to search
     return budgets
 
 
@@ -379,7 +380,7 @@ def _called_tasks(prepared: Mapping[str, tvm.IRModule], target: tvm.target.Targe
         if entries is not None:
             if not entries:
                 continue
-            mod = relax.transform.DeadCodeElimination(entries)(_only_entries(mod, entries))
+            mod = _only_entries(mod, entries)  # task extraction follows the calls of what is left
         for task in ms.relax_integration.extract_tasks(mod, target):
             workload = _workload_key(task.dispatched[0])
             by_key.setdefault(workload, task)
@@ -388,9 +389,11 @@ def _called_tasks(prepared: Mapping[str, tvm.IRModule], target: tvm.target.Targe
 
 
 def _only_entries(mod: tvm.IRModule, entries: Sequence[str]) -> tvm.IRModule:
+    """`mod` without the public functions not in `entries`."""
     out = tvm.IRModule(attrs=mod.attrs)
     for gvar, func in mod.functions.items():
-        if isinstance(func, relax.Function) and gvar.name_hint not in entries:
+        public = isinstance(func, relax.Function) and func.attrs is not None and "global_symbol" in func.attrs
+        if public and gvar.name_hint not in entries:
             continue
         out[gvar] = func
     return out

@@ -79,7 +79,7 @@ def test_the_budget_follows_the_measured_time():
     budgets = split_budget(100, [6.0, 3.0, 1.0, 0.01])
     assert budgets[0] > budgets[1] > budgets[2] and budgets[3] == 0  # a tiny share is not worth a search
     assert sum(budgets) == 100
-    assert split_budget(10, [1.0, 1.0]) == [0, 0]  # 5 each: too few to search either
+    assert split_budget(10, [1.0, 2.0]) == [0, 10]  # too few to search both: the larger gets them
     assert sum(split_budget(7, [1.0])) == 0  # under MIN_TASK_TRIALS: nothing to search
     assert split_budget(50, [0.0, 0.0]) == [0, 0]
 
