@@ -128,7 +128,7 @@ def register(tree: CommandTree) -> None:
     p.add_argument("--tuning-db", type=Path, default=None,
                    help="tuning database directory (default: the per-target cache, reused across runs)")
     p.add_argument("--threads", default="1,2",
-                   help="thread counts, comma-separated: every implementation is timed at each (default 1,2)")
+                   help="thread counts, comma-separated: every implementation is timed at each")
     p.add_argument("--no-executorch", dest="executorch", action="store_false",
                    help="leave ExecuTorch's training path out of the race")
     p.add_argument("--repeats", type=int, default=50, help="timed rounds (medians are reported)")
