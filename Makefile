@@ -46,8 +46,8 @@ test-arm64: emulator
 	$(VENV)/bin/pytest -q -m arm64
 
 # The compiler benchmark of both tasks from an empty tuning database, BENCH_TRIALS candidates each
-# (about 20 minutes a task on 2 cores), at 1 and 2 threads; the tables go into BENCHMARKS.md.
-BENCH_TRIALS ?= 400
+# (tuning stays within 20 minutes a task on 2 cores), at 1 and 2 threads; the tables go into BENCHMARKS.md.
+BENCH_TRIALS ?= 300
 bench: setup
 	rm -rf out/bench/tuning-empty
 	for task in nwp image; do \

@@ -449,8 +449,6 @@ def _tune_tasks(tasks: list, budgets: list[int], database: ms.database.Database,
                 progress: bool, device: RPCDevice | None, builder, runner) -> list[tuple[int, int]]:
     """MetaSchedule on every task with a budget, each searched with its own budget, measured here
     or on `device`; per task (trials measured, of them succeeded)."""
-    # The per-task tables go to database_dir/logs; the console gets the progress bar.
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     outcomes = [(0, 0)] * len(tasks)
     pending = [i for i, b in enumerate(budgets) if b]
     if not pending:
@@ -461,6 +459,9 @@ def _tune_tasks(tasks: list, budgets: list[int], database: ms.database.Database,
               disable=None if progress else True) as bar:
         for i in pending:
             counter = _TrialProgress(bar)
+            # The per-task tables go to database_dir/logs; the console gets the progress bar. Each
+            # logger set-up sets MetaSchedule's console level from its logger's, then that to DEBUG.
+            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
             with _foreign_handlers_detached():
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                     [tasks[i]], work_dir=str(database_dir), strategy=search_strategy(budgets[i]), seed=0)
