@@ -47,7 +47,7 @@ test-arm64: emulator
 
 # The compiler benchmark of both tasks from an empty tuning database, BENCH_TRIALS candidates each
 # (tuning stays within 20 minutes a task on 2 cores), at 1 and 2 threads; the tables go into BENCHMARKS.md.
-BENCH_TRIALS ?= 300
+BENCH_TRIALS ?= 600
 bench: setup
 	rm -rf out/bench/tuning-empty
 	for task in nwp image; do \

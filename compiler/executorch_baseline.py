@@ -12,10 +12,14 @@ parameter of the trainable part trains (requires_grad is set on a private copy).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
+import os
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +60,23 @@ class ExecuTorchTrainer:
         return {name.removeprefix(prefix): p for name, p in self.module.named_parameters().items()}
 
 
+@contextlib.contextmanager
+def _native_stdout_on_stderr() -> Iterator[None]:
+    """ExecuTorch's runtime logs (`[threadpool.cpp:66] Resetting threadpool...`) go to fd 1: point
+    it at fd 2 meanwhile, where library output belongs (the CLI sends fd 2 to its log file)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _imports() -> tuple[Any, ...]:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _native_stdout_on_stderr():
         warnings.simplefilter("ignore")  # every ExecuTorch training API warns it is experimental
         from executorch.exir import EdgeCompileConfig, to_edge
         from executorch.extension.pybindings import portable_lib
@@ -94,7 +113,7 @@ def build_executorch_trainer(trainable: nn.Module, cut_example: torch.Tensor, la
     pte_path = workdir / "trainable_training.pte"
     pte_path.write_bytes(program.buffer)
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _native_stdout_on_stderr():
         warnings.simplefilter("ignore")
         portable_lib._unsafe_reset_threadpool(threads)
         module = load_for_training(str(pte_path))

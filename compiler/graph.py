@@ -1,5 +1,7 @@
 """Graph rewrites every module gets before it is tuned or scheduled, so both see the same kernels.
 
+- batch_norm (in inference mode everywhere: the models train in eval mode) as elementwise ops,
+  so it fuses into the convolution before it.
 - One dataflow graph per entry point (the loss, its adjoint and the optimizer inlined into
   `update`), so Relax fuses across them: the weight gradient and its SGD step become one kernel.
 - `x @ W.T` as one kernel reading W as stored: `linear` imports as matmul(x, permute_dims(W))
@@ -17,6 +19,7 @@ from tvm.relax.transform.fast_math import FastMathCodeGenerator
 def prepare_graph(mod: tvm.IRModule) -> tvm.IRModule:
     """`mod` inlined into one dataflow graph per entry point, transposed matmuls fused, fast math."""
     return tvm.transform.Sequential([
+        relax.transform.DecomposeOpsForInference(),  # batch_norm with its running statistics: fusable
         relax.transform.InlinePrivateFunctions(),
         relax.transform.DeadCodeElimination(),
         relax.transform.ConvertToDataflow(),
