@@ -44,7 +44,6 @@ GOALS = {"untuned": {"update_speedup_vs_torch": 1.0, "forward_speedup_vs_torch":
 # Every side waits passively between calls (no spinning threads taking the cores from the next):
 # libgomp (PyTorch) by OMP_WAIT_POLICY, TVM's pool by its spin count, ORT by its session option.
 WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE", "TVM_THREAD_POOL_SPIN_COUNT": "0"}
-WAIT_POLICY_VARIABLES = (*WAIT_POLICY, "TVM_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 def set_threads(threads: int) -> None:
@@ -236,7 +235,7 @@ def bench_compiler(model: nn.Module, inputs: dict[str, Any], work_dir: Path, *, 
         "model": manifest.model, "cut": manifest.cut_layer, "threads": threads, "train_batch": train_batch,
         "forward_batch": 1, "forward_input_shape": shapes[1], "warmup": warmup, "repeats": repeats,
         "load_average": list(os.getloadavg()),
-        "wait_policy": {k: os.environ.get(k) for k in WAIT_POLICY_VARIABLES},
+        "wait_policy": {k: os.environ.get(k) for k in WAIT_POLICY},
         **per_variant,
         "update_flops": flops, "peak": {n: peak_gflops(int(n)) for n in runs},
         "tuned_trials": new_trials, "tune_trials_requested": tune_trials,

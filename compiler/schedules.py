@@ -7,9 +7,9 @@ optimizer: the weight gradient and its SGD step become one kernel, the FC and it
 A fused kernel is scheduled around its main block (its one reduction, or its last block):
 - elementwise producers are inlined into their consumers;
 - a reduction along the innermost, contiguous axis of its inputs (`x @ W.T`, the `NT_matmul`
-  every linear layer becomes) keeps one vector of partial sums per output in registers (the
-  lanes are summed at the end, so floats are not reassociated across lanes) over tiles of
-  output columns that fit in L1, the tiles parallel;
+  every linear layer becomes) keeps a vector of partial sums for each of 4 rows in registers
+  (the lanes are summed at the end, so floats are not reassociated across lanes) over tiles of
+  output columns whose weights fit in L1, the tiles parallel;
 - any other main block whose output's innermost axis is spatial (elementwise ops, convolutions,
   the weight gradient `dY.T @ X`): that axis becomes the innermost loop, vectorised when the
   vector width divides it, the reductions outside the row (a long row: around each vector, whose
@@ -68,9 +68,9 @@ def schedule_kernel(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
             scheduled = _schedule_rows(sch, blocks)
         else:
             main = reductions[0] if reductions else blocks[-1]
-            epilogue = blocks[blocks.index(main) + 1:]
-            if blocks.index(main) != len(blocks) - 1 - len(epilogue) or len(blocks) - len(epilogue) != 1:
+            if blocks.index(main) != 0:
                 return None  # spatial blocks before the main one that could not be inlined
+            epilogue = blocks[1:]
             rule = _schedule_dot_product if _is_dot_product(sch, main) else _schedule_spatial
             scheduled = rule(sch, main, epilogue)
     except (ValueError, RuntimeError):  # tvm_ffi raises these (InternalError is a RuntimeError)

@@ -12,7 +12,6 @@ it was (MetaSchedule itself appends to its files as it goes).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -24,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +114,7 @@ def rpc_runner(device: RPCDevice) -> ms.runner.RPCRunner:
         f_create_session=functools.partial(_connect, device.host, device.port),
         f_alloc_argument=_alloc_arguments, max_workers=1)
 
+
 @dataclass(frozen=True)
 class TaskBudget:
     """One tuning task: its share of the measured time, its trials, and which schedule won."""
@@ -129,7 +129,7 @@ class TaskBudget:
     kept: bool           # the tuned schedule ships (it beat the default)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -348,7 +348,7 @@ def tune_modules(mods: Mapping[str, tvm.IRModule], target: tvm.target.Target, *,
         with staged_database(database_dir) as database:
             outcomes = _tune_tasks(tasks, todo, database, database_dir, progress, device, builder, runner)
             _record_budgets(database_dir, {k: b for k, b in zip(keys, todo) if b})
-            records, rows = _winners(tasks, database, default_s, todo, outcomes, time_weights, budgets)
+            records, rows = _winners(tasks, database, default_s, outcomes, time_weights, budgets)
     finally:
         builder.close()
     winners = ms.database.MemoryDatabase()
@@ -427,7 +427,7 @@ def _measure_defaults(tasks: list, target: tvm.target.Target, builder, runner) -
     return seconds
 
 
-def _winners(tasks: list, database, default_s: list[float], todo: list[int], outcomes: list[tuple[int, int]],
+def _winners(tasks: list, database, default_s: list[float], outcomes: list[tuple[int, int]],
              weights: list[float], budgets: list[int]) -> tuple[list[Any], list[TaskBudget]]:
     """Per task, the database's best record where it beats the default schedule by KEEP_MARGIN; the table."""
     total = sum(weights) or 1.0
