@@ -100,7 +100,7 @@ def prepare(task: str, work: Path, samples: int, preset: str = "demo", seed: int
     work.mkdir(parents=True, exist_ok=True)
     paths = {"bundle": work / "bundle", "torch": work / "torch_split.pt", "stream": work / "stream.npz"}
     rng = np.random.default_rng(seed)
-    if not (paths["bundle"] / "manifest.json").exists() or not paths["torch"].exists():
+    if not _current_bundle(paths["bundle"]) or not paths["torch"].exists():
         import torch
 
         from cloud_pretrain.recipes import get_task
@@ -109,7 +109,7 @@ def prepare(task: str, work: Path, samples: int, preset: str = "demo", seed: int
         torch.manual_seed(seed)
         recipe = get_task(task)
         model, meta = recipe.random_model(preset)
-        if not (paths["bundle"] / "manifest.json").exists():
+        if not _current_bundle(paths["bundle"]):
             compile_bundle(model, out=paths["bundle"], **recipe.compile_inputs(model, meta, synonyms=False))
         manifest = json.loads((paths["bundle"] / "manifest.json").read_text())
         shapes = {f["batch"]: f["input_shape"] for f in manifest["forward_functions"]}  # longest length last
@@ -120,6 +120,17 @@ def prepare(task: str, work: Path, samples: int, preset: str = "demo", seed: int
     x = sample_input(manifest["input"], [samples, *one[1:]], rng)
     np.savez(paths["stream"], x=x, y=rng.integers(0, manifest["num_classes"], size=samples).astype(np.int64))
     return paths
+
+
+def _current_bundle(bundle: Path) -> bool:
+    """Whether `bundle` is there and this runtime reads it (one from an older format is rebuilt)."""
+    from device_runtime.bundle import verify_bundle
+
+    try:
+        verify_bundle(bundle)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
 
 
 def device_worker(bundle: Path, stream: Path, repeats: int) -> dict[str, Any]:

@@ -40,3 +40,19 @@ def test_torch_worker_loads_image_split_without_torchvision(tmp_path):
                        "--repeats", "1", "--lr", "0.05", "--batch", "16"])
     assert side["foreign_modules"] == [] and side["threads"] == 1 and side["total_ms_per_sample"] > 0
     assert 200 < side["rss_after_imports_mb"] < 4096 and 0 <= side["rss_growth_mb"] < 1024
+
+
+def test_a_bundle_this_runtime_cannot_read_is_rebuilt_not_reused(tiny_nwp_bundle, tmp_path):
+    """A work directory left by an older compiler (another manifest format) is not benchmarked."""
+    import json
+    import shutil
+
+    from autlearn.bench_cache import _current_bundle
+    from conftest import write_manifest_json
+
+    assert _current_bundle(tiny_nwp_bundle) and not _current_bundle(tmp_path / "missing")
+    stale = tmp_path / "bundle"
+    shutil.copytree(tiny_nwp_bundle, stale)
+    manifest = json.loads((stale / "manifest.json").read_text())
+    write_manifest_json(stale, {**manifest, "format_version": 2})
+    assert not _current_bundle(stale)
