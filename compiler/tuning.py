@@ -191,6 +191,7 @@ def prepare_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRMo
 
 
 BUDGETS_FILE = "autlearn_budgets.json"  # per workload: the largest budget already spent on it
+DEFAULTS_FILE = "autlearn_default_times.json"  # per workload: its default schedule's seconds
 MIN_TASK_TRIALS = 8  # a smaller share of the budget is not worth a search: the task keeps its default
 KEEP_MARGIN = 0.95  # a tuned schedule replaces the default only when measured 5% faster (noise is ~5%)
 
@@ -339,11 +340,11 @@ def tune_modules(mods: Mapping[str, tvm.IRModule], target: tvm.target.Target, *,
                                     cross_compiler=device.cross_compiler if device is not None else None)
     runner = rpc_runner(device) if device is not None else ms.runner.LocalRunner(timeout_sec=30)
     try:
-        default_s = _measure_defaults(tasks, target, builder, runner)
+        keys = [_workload_key(t.dispatched[0]) for t in tasks]
+        default_s = _default_times(tasks, keys, target, builder, runner, database_dir)
         time_weights = [w * (t if math.isfinite(t) else 0.0) for w, t in zip(weights, default_s)]
         budgets = split_budget(trials, time_weights)
         spent = _spent_budgets(database_dir)
-        keys = [_workload_key(t.dispatched[0]) for t in tasks]
         todo = [b if b and spent.get(k, 0) < b else 0 for b, k in zip(budgets, keys)]
         with staged_database(database_dir) as database:
             outcomes = _tune_tasks(tasks, todo, database, database_dir, progress, device, builder, runner)
@@ -398,6 +399,20 @@ def _only_entries(mod: tvm.IRModule, entries: Sequence[str]) -> tvm.IRModule:
             continue
         out[gvar] = func
     return out
+
+
+def _default_times(tasks: list, keys: list[str], target: tvm.target.Target, builder, runner,
+                   database_dir: Path) -> list[float]:
+    """Each task's default-schedule time, measured once per workload and kept in the database
+    directory: a rebuild splits the budget as the first build did, so it tunes nothing new."""
+    path = database_dir / DEFAULTS_FILE
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    missing = [i for i, k in enumerate(keys) if k not in known]
+    for i, seconds in zip(missing, _measure_defaults([tasks[i] for i in missing], target, builder, runner)):
+        if math.isfinite(seconds):
+            known[keys[i]] = seconds
+    atomic_write_bytes(path, json.dumps(known, indent=0, sort_keys=True).encode())
+    return [known.get(k, math.inf) for k in keys]
 
 
 def _measure_defaults(tasks: list, target: tvm.target.Target, builder, runner) -> list[float]:
