@@ -16,6 +16,7 @@ from tvm import relax
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.torch import from_exported_program
 
+from compiler import lstm
 from compiler.split import inference_mode
 
 
@@ -44,11 +45,18 @@ class ImportedFunction:
         return dataclasses.replace(self, mod=mod, param_names=list(names))
 
 
-def import_module(module: nn.Module, example: torch.Tensor) -> ImportedFunction:
-    """Exports `module` for `example`'s shape; params keep the names of `module.state_dict()`."""
+def import_module(module: nn.Module, example: torch.Tensor, differentiable: bool = False) -> ImportedFunction:
+    """Exports `module` for `example`'s shape; params keep the names of `module.state_dict()`.
+
+    A function no gradient is taken of gets the fused LSTM (compiler/lstm.py)."""
     with torch.no_grad():
         program = torch.export.export(inference_mode(module), (example,))
-    mod = from_exported_program(program, keep_params_as_input=True, unwrap_unit_return_tuple=True)
+    if differentiable:
+        mod = from_exported_program(program, keep_params_as_input=True, unwrap_unit_return_tuple=True)
+    else:
+        mod = from_exported_program(program.run_decompositions(lstm.keep_lstm_decompositions()),
+                                    keep_params_as_input=True, unwrap_unit_return_tuple=True,
+                                    custom_convert_map=lstm.CONVERTERS, run_ep_decomposition=False)
     mod, _ = detach_params(mod)
     mod = normalize_negative_take(mod)
     targets = {spec.arg.name: spec.target for spec in program.graph_signature.input_specs

@@ -53,7 +53,7 @@ def torch_model_parts(model: nn.Module, request: PartsRequest) -> ModelParts:
     with torch.no_grad():
         cut_sample = train.forward(torch.from_numpy(x_train))[1].numpy()
     labels_sample = request.sample_labels()
-    head = import_module(train.trainable, torch.from_numpy(cut_sample)).reorder_params(names)
+    head = import_module(train.trainable, torch.from_numpy(cut_sample), differentiable=True).reorder_params(names)
     training = build_training_modules(head, request.num_classes, request.optimizer)
     frozen_values = [values[n] for n in frozen_names]
     trainable_values = [values[n] for n in names]

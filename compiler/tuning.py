@@ -384,10 +384,18 @@ def _called_tasks(prepared: Mapping[str, tvm.IRModule], target: tvm.target.Targe
                 continue
             mod = _only_entries(mod, entries)  # task extraction follows the calls of what is left
         for task in ms.relax_integration.extract_tasks(mod, target):
+            if _hand_scheduled(task.dispatched[0]):
+                continue
             workload = _workload_key(task.dispatched[0])
             by_key.setdefault(workload, task)
             weights[workload] = weights.get(workload, 0.0) + float(task.weight)
     return list(by_key.values()), [weights[k] for k in by_key]
+
+
+def _hand_scheduled(mod: tvm.IRModule) -> bool:
+    """A kernel written with its schedule (compiler/lstm.py): there is nothing to search."""
+    attrs = mod["main"].attrs
+    return bool(attrs and attrs.get("tir.is_scheduled"))
 
 
 def _only_entries(mod: tvm.IRModule, entries: Sequence[str]) -> tvm.IRModule:

@@ -102,7 +102,7 @@ def test_mobilenet_all_layers_gradients_match_torch():
     config = optimizer_config("sgd", 0.05)
     x = np.random.default_rng(3).random((2, 1, 8, 8), dtype=np.float32)  # a tiny input keeps it fast
     split = split_graph(export_graph(model, torch.from_numpy(x)), names)
-    head = import_module(split.trainable, torch.from_numpy(x)).reorder_params(names)
+    head = import_module(split.trainable, torch.from_numpy(x), differentiable=True).reorder_params(names)
     training = build_training_modules(head, TINY_CLASSES, config)
     target = resolve_target("host").tvm_target()
     state = model.state_dict()
