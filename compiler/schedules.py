@@ -169,18 +169,22 @@ def _decompose(sch: Schedule, block: SBlockRV, loop: LoopRV) -> None:
 
 
 def _schedule_rows(sch: Schedule, blocks: list[SBlockRV]) -> bool:
-    """Every block computed row by row inside the last block's outermost (parallel) loop; in each,
-    a spatial axis that fills whole vectors (compiler/graph.py's partial results per lane) goes
-    inside the reduction and is vectorised."""
-    last = blocks[-1]
-    loops = sch.get_loops(last)
-    if not loops or sch.get(last).iter_vars[0].iter_type != DATA_PAR:
+    """Every block computed row by row inside the first output block's outermost (parallel) loop
+    (the last block's, but for a kernel with two outputs, one read by the other); in each, a spatial
+    axis that fills whole vectors (compiler/graph.py's partial results per lane) goes inside the
+    reduction and is vectorised."""
+    params = list(sch.mod["main"].params)
+    anchor = next(b for b in blocks if any(w.source.same_as(p) for w in sch.get(b).writes for p in params))
+    loops = sch.get_loops(anchor)
+    if not loops or sch.get(anchor).iter_vars[0].iter_type != DATA_PAR:
         return False
-    row = loops[0]
-    for block in reversed(blocks[:-1]):
+    row, at = loops[0], blocks.index(anchor)
+    for block in reversed(blocks[:at]):
         sch.compute_at(block, row)
+    for block in blocks[at + 1:]:
+        sch.reverse_compute_at(block, row)
     lanes_inside = []
-    for block in blocks[:-1]:
+    for block in blocks[:at]:
         iters, inner = list(sch.get(block).iter_vars)[1:], sch.get_loops(block)[1:]
         if len(iters) != len(inner):
             continue
@@ -190,10 +194,26 @@ def _schedule_rows(sch: Schedule, blocks: list[SBlockRV]) -> bool:
             sch.reorder(*reduction, spatial[0])
             sch.vectorize(spatial[0])
             lanes_inside.append((block, reduction[0]))
+    for block in blocks[at:]:
+        _vectorize_row(sch, block)
     sch.parallel(row)
     for block, reduction in lanes_inside:
         _decompose(sch, block, reduction)
     return True
+
+
+def _vectorize_row(sch: Schedule, block: SBlockRV) -> None:
+    """A spatial block's one loop inside the row, vectorised over the whole vectors; the columns
+    left over become a loop of their own (a predicated vector loop would read past the row)."""
+    inner = sch.get_loops(block)[1:]
+    if len(inner) != 1 or len(sch.get(block).iter_vars) != 2 or not _is_spatial(sch, block):
+        return
+    loop, extent = inner[0], _extent(sch, inner[0])
+    if extent < VECTOR_LANES:
+        return
+    if extent % VECTOR_LANES:
+        loop = sch.loop_partition(loop, [extent // VECTOR_LANES * VECTOR_LANES, None])[0]
+    sch.vectorize(sch.split(loop, [None, VECTOR_LANES])[1])
 
 
 def _is_dot_product(sch: Schedule, block: SBlockRV) -> bool:

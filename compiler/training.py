@@ -1,9 +1,10 @@
 """The loss and update modules: the trainable part, cross-entropy, gradients, optimizer step.
 
-Built as `tvm.relax.training.SetupTrainer` does (AppendLoss, Gradient, optimizer) but without
-its DecomposeOpsForTraining, which turns an inference-mode batch_norm into one with batch
+Built as `tvm.relax.training.SetupTrainer` does (a loss appended, Gradient, optimizer) but
+without its DecomposeOpsForTraining, which turns an inference-mode batch_norm into one with batch
 statistics: here batch_norm keeps the running statistics of `model.eval()` and differentiates
-through the gradient registered in compiler/gradients.py. Then wrapped in the flat VM
+through the gradient registered in compiler/gradients.py; the loss is the fused cross-entropy of
+compiler/cross_entropy.py, not TVM's CrossEntropyLoss. Then wrapped in the flat VM
 signatures of ARCHITECTURE.md:
 `loss(cut, labels, *trainable) -> loss`,
 `update(cut, labels, *trainable, *state) -> (loss, *new_trainable, *new_state)`, and, for
@@ -17,17 +18,17 @@ from typing import Any
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.training.loss import CrossEntropyLoss
 from tvm.relax.training.optimizer import SGD, Adam, MomentumSGD, Optimizer
-from tvm.relax.training.utils import AppendLoss
 from tvm.relax.transform import Gradient
 
 from compiler import gradients  # noqa: F401  (registers the gradients TVM lacks)
+from compiler.cross_entropy import emit_cross_entropy
 from compiler.importer import ImportedFunction
 
 MOMENTUM = 0.9
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+LOSS = 1  # backbone_loss returns (surrogate, loss): Gradient's target is the surrogate
 
 
 @dataclasses.dataclass
@@ -91,11 +92,7 @@ def build_training_modules(backbone: ImportedFunction, num_classes: int,
     batch = int(logits_info.shape[0])
     if int(logits_info.shape[1]) != num_classes:
         raise ValueError(f"the model outputs {int(logits_info.shape[1])} classes, labels list {num_classes}")
-    mod = tvm.IRModule({"backbone": func.with_attr("global_symbol", "backbone")})
-    loss = CrossEntropyLoss(reduction="mean")
-    mod = AppendLoss("backbone", loss(relax.TensorType(logits_info.shape, "float32"),
-                                      relax.TensorType((batch,), "int64")),
-                     loss.num_backbone_outputs, "backbone_loss")(mod)
+    mod = _with_cross_entropy(func, batch)
     params = list(mod["backbone_loss"].params[1: 1 + len(backbone.param_names)])
     mod = Gradient("backbone_loss", require_grads=params, target_index=0)(mod)
     opt = _relax_optimizer(optimizer).init(params)
@@ -110,16 +107,34 @@ def build_training_modules(backbone: ImportedFunction, num_classes: int,
     )
 
 
+def _with_cross_entropy(backbone: relax.Function, batch: int) -> tvm.IRModule:
+    """`backbone_loss(cut, *trainable, labels) -> (surrogate, loss)` as one dataflow block: the
+    surrogate's gradient is the mean cross-entropy's (compiler/cross_entropy.py)."""
+    bb = relax.BlockBuilder()
+    inner = bb.add_func(backbone.without_attr("global_symbol"), "backbone")
+    inputs = [relax.Var(p.name, p.ty) for p in backbone.params]
+    labels = relax.Var("labels", relax.TensorType((batch,), "int64"))
+    with bb.function("backbone_loss", [*inputs, labels]):
+        with bb.dataflow():
+            surrogate, loss = emit_cross_entropy(bb, bb.emit(relax.Call(inner, inputs)), labels)
+            surrogate, loss = bb.emit_output(surrogate), bb.emit_output(loss)
+        bb.emit_func_output(relax.Tuple([surrogate, loss]))
+    mod = relax.transform.InlinePrivateFunctions()(bb.get())
+    return relax.transform.DeadCodeElimination(["backbone_loss"])(mod)
+
+
 def _add_entry_points(mod: tvm.IRModule, batch: int) -> tvm.IRModule:
     """Adds `loss`, `gradients` and `update`: flat signatures over the loss, adjoint and optimizer."""
     loss_fn = mod["backbone_loss"]
     cut_info = loss_fn.params[0].ty
     param_infos = [p.ty for p in loss_fn.params[1:-1]]
     state_infos = list(mod["optimizer"].params[2].ty.fields)
-    # Added through the builder, so each GlobalVar carries its function's type (calls need it);
-    # `mod` is not legalized, so no call refers to a GlobalVar this re-adding replaces.
-    builder = relax.BlockBuilder()
-    callee = {gvar.name_hint: builder.add_func(func, gvar.name_hint) for gvar, func in mod.functions.items()}
+    # Relax functions added through the builder, so each GlobalVar carries its function's type
+    # (calls need it); the kernels (the fused loss) stay under the GlobalVars their calls name.
+    builder = relax.BlockBuilder(tvm.IRModule({g: f for g, f in mod.functions.items()
+                                               if isinstance(f, tvm.tirx.PrimFunc)}))
+    callee = {gvar.name_hint: builder.add_func(func, gvar.name_hint) for gvar, func in mod.functions.items()
+              if isinstance(func, relax.Function)}
 
     def signature():
         cut = relax.Var("cut", cut_info)
@@ -129,15 +144,15 @@ def _add_entry_points(mod: tvm.IRModule, batch: int) -> tvm.IRModule:
 
     cut, labels, params = signature()
     with builder.function("loss", [cut, labels, *params]):
-        loss = builder.emit(relax.Call(callee["backbone_loss"], [cut, *params, labels]))
-        builder.emit_func_output(loss)
+        out = builder.emit(relax.Call(callee["backbone_loss"], [cut, *params, labels]))
+        builder.emit_func_output(builder.emit(relax.TupleGetItem(out, LOSS)))
 
     cut, labels, params = signature()
     with builder.function("gradients", [cut, labels, *params]):
         out = builder.emit(relax.Call(callee["backbone_loss_adjoint"],
                                       [cut, *params, labels]))
         grads = relax.TupleGetItem(out, 1)
-        builder.emit_func_output(relax.Tuple([relax.TupleGetItem(out, 0)]
+        builder.emit_func_output(relax.Tuple([relax.TupleGetItem(relax.TupleGetItem(out, 0), LOSS)]
                                              + [relax.TupleGetItem(grads, i) for i in range(len(params))]))
 
     cut, labels, params = signature()
@@ -150,7 +165,7 @@ def _add_entry_points(mod: tvm.IRModule, batch: int) -> tvm.IRModule:
         new_params = builder.emit(relax.TupleGetItem(step, 0))
         new_states = builder.emit(relax.TupleGetItem(step, 1))
         builder.emit_func_output(relax.Tuple(
-            [relax.TupleGetItem(out, 0)]
+            [relax.TupleGetItem(relax.TupleGetItem(out, 0), LOSS)]
             + [relax.TupleGetItem(new_params, i) for i in range(len(params))]
             + [relax.TupleGetItem(new_states, i) for i in range(len(states))]))
     return builder.get().with_attrs(mod.attrs)
