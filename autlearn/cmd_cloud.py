@@ -12,7 +12,7 @@ from autlearn.cli import CommandTree
 from autlearn.cmd_compile import add_compile_flags, checkpoint_inputs, compile_options, print_tuning
 
 PRESETS = ("tiny", "demo", "paper")
-RESOURCES = ("flops", "params", "latency", "host-latency")
+RESOURCES = ("flops", "step-flops", "params", "latency", "host-latency")  # cloud_pretrain.resources, torch-free
 BUILD_BUDGETS = "75%,50%,35%,25%"
 
 
@@ -69,7 +69,9 @@ def _add_budget_flags(parser: argparse.ArgumentParser, default_budgets: str | No
     from autlearn.target_latency import TRANSPORTS
 
     parser.add_argument("--resource", default="flops", choices=RESOURCES,
-                        help="what a budget limits: FLOPs, parameter bytes, latency (ms of the compiled step plus "
+                        help="what a budget limits: FLOPs of an inference, step-flops (FLOPs of the device's "
+                             "transfer-learning step: the last linear layer's forward and weight gradient), "
+                             "parameter bytes, latency (ms of the compiled step plus "
                              "a batch-1 forward, timed on the target through --transport) or host-latency "
                              "(a PyTorch forward on this machine)")
     parser.add_argument("--budgets", required=default_budgets is None, default=default_budgets,

@@ -1,7 +1,9 @@
 """Resource(model) for the budgeted search: FLOPs, parameter bytes, or measured latency.
 
 A `Resource` is a name, a unit and a `measure(model) -> float`. FLOPs and bytes are counted
-exactly from the layers' shapes. `latency` is the real NetAdapt's: a `LatencyMeter` given by
+exactly from the layers' shapes: `flops` of one inference, `step-flops` of one transfer-learning
+step on the device (what the paper's training-time saving is about: a search on whole-model FLOPs
+shrinks layers the step never runs, such as the first LSTM). `latency` is the real NetAdapt's: a `LatencyMeter` given by
 the caller compiles the model and times it on the target device (autlearn/target_latency.py;
 cloud_pretrain never imports the compiler). `host-latency` times one PyTorch forward pass on
 this workstation: cheap, but not the device's figure, and named so.
@@ -19,7 +21,7 @@ from torch import nn
 from cloud_pretrain.models import StagedModel, example_input
 
 LatencyMeter = Callable[[StagedModel, str], float]  # (model, task) -> milliseconds
-RESOURCE_NAMES = ("flops", "params", "latency", "host-latency")
+RESOURCE_NAMES = ("flops", "step-flops", "params", "latency", "host-latency")
 MEASURED_GRID = 8  # a measured resource tries removals leaving multiples of 1/8 of a group
 
 
@@ -57,6 +59,16 @@ def count_flops(model: StagedModel, task: str, length: int = 10) -> int:
         for h in hooks:
             h.remove()
     return total
+
+
+def step_flops(model: nn.Module) -> int:
+    """FLOPs per example of one transfer-learning step at the device's default cut, the last
+    linear layer (a factorised layer's `up`; compiler/api.py): its forward and its weight
+    gradient, 2 x in x out each (nothing before the cut trains, so no input gradient)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("step-flops counts the last linear layer, and this model has none")
+    return 4 * linears[-1].in_features * linears[-1].out_features
 
 
 def parameter_bytes(model: nn.Module) -> int:
@@ -98,10 +110,12 @@ class Resource:
 
 
 def make_resource(name: str, task: str, latency_meter: LatencyMeter | None = None) -> Resource:
-    """The resource `name` (flops, params, latency or host-latency) of a `task` model;
+    """The resource `name` (flops, step-flops, params, latency or host-latency) of a `task` model;
     `latency` needs the target's `latency_meter`."""
     if name == "flops":
         return Resource("flops", "FLOPs", lambda m: float(count_flops(m, task)))
+    if name == "step-flops":
+        return Resource("step-flops", "FLOPs", lambda m: float(step_flops(m)))
     if name == "params":
         return Resource("params", "bytes", lambda m: float(parameter_bytes(m)))
     if name == "host-latency":

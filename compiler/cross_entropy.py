@@ -3,37 +3,78 @@
 Relax's Gradient of nll_loss(log_softmax(z)) makes six passes over the [batch, classes] logits
 (log_softmax, the one-hot NLL gradient, its row sums, the log_softmax gradient with its
 exponentials, a transpose): at nwp's 10,002 classes about 0.4 ms of every step, whatever the size
-of the model before it. Here one kernel takes the row maxima and exponential sums once and writes
-both dz = (softmax(z) - one_hot(labels)) / batch and each row's logsumexp, from which the loss is
-mean(logsumexp - z[label]). The backbone's backward stays Relax's: Gradient differentiates the
-surrogate sum(z * no_grad(dz)), whose gradient over z is dz; the true loss rides along as a second
-output no gradient is taken of.
+of the model before it. Here one hand-scheduled kernel takes each row (rows in parallel) through
+three vectorised passes: its maximum; its exponentials, written into dz's row as they are summed;
+that row scaled into dz = (softmax(z) - one_hot(labels)) / batch. Each element gets one
+exponential (the costly part; a TE version inlined it into both its readers). The kernel also
+writes each row's logsumexp, from which the loss is mean(logsumexp - z[label]).
+The backbone's backward stays Relax's: Gradient differentiates the surrogate
+sum(z * no_grad(dz)), whose gradient over z is dz; the true loss rides along as a second output
+no gradient is taken of.
 """
 from __future__ import annotations
 
 import tvm
-from tvm import relax, te, topi
+from tvm import relax, te
 from tvm.relax.op.base import register_gradient
 from tvm.relax.op.grad import no_grad
 
-from compiler.graph import lane_reduce
+from tvm.script import tirx as T
+
+from compiler.fastmath import fast_exp
+from compiler.graph import LANES
 
 
-def softmax_cross_entropy(z: te.Tensor, labels: te.Tensor) -> list[te.Tensor]:
-    """[dz (the mean loss's gradient over z), each row's logsumexp] for logits z [rows, classes].
+def cross_entropy_kernel(rows: int, classes: int) -> tvm.tirx.PrimFunc:
+    """(z [rows, classes], labels [rows]) -> (dz, the mean loss's gradient over z; each row's
+    logsumexp). A label outside 0..classes-1 adds no one-hot (callers check labels first).
 
-    dz is written from the logsumexp (exp(z - lse) = softmax), so every stage is a producer of
-    dz and the default schedule computes them all row by row (compiler/schedules.py)."""
-    rows = int(z.shape[0])
-    top = lane_reduce(z.shape, lambda r, j: z[r, j], te.max, "ce_max")
-    exps = topi.fast_exp(te.compute(z.shape, lambda r, j: z[r, j] - top[r], name="ce_shifted"))
-    total = lane_reduce(z.shape, lambda r, j: exps[r, j], te.sum, "ce_expsum")
-    lse = te.compute((rows,), lambda r: top[r] + te.log(total[r]), name="ce_logsumexp")
-    probs = topi.fast_exp(te.compute(z.shape, lambda r, j: z[r, j] - lse[r], name="ce_centred"))
-    scale, one, zero = (tvm.tirx.const(v, "float32") for v in (1.0 / rows, 1.0, 0.0))
-    grad = te.compute(z.shape, lambda r, j: (probs[r, j] - tvm.tirx.Select(
-        j.astype("int64") == labels[r], one, zero)) * scale, name="ce_grad")
-    return [grad, lse]
+    Lane values stay in buffers, never in a `let` (compiler/lstm.py: TVM 0.27 vectorises those wrongly).
+    """
+    body = classes // LANES * LANES
+    vectors, scale = body // LANES, 1.0 / rows
+
+    @T.prim_func(private=True)
+    def softmax_cross_entropy(z: T.Buffer((rows, classes), "float32"), labels: T.Buffer((rows,), "int64"),
+                              dz: T.Buffer((rows, classes), "float32"), lse: T.Buffer((rows,), "float32")):
+        T.func_attr({"tir.noalias": True, "tir.is_scheduled": True})
+        for r in T.parallel(rows):
+            acc = T.alloc_buffer((LANES,), "float32", scope="local")
+            top = T.alloc_buffer((1,), "float32", scope="local")
+            total = T.alloc_buffer((1,), "float32", scope="local")
+            for lane in T.vectorized(LANES):
+                acc[lane] = T.min_value("float32")
+            for k in range(vectors):
+                for lane in T.vectorized(LANES):
+                    acc[lane] = T.max(acc[lane], z[r, k * LANES + lane])
+            top[0] = T.min_value("float32")
+            for lane in range(LANES):
+                top[0] = T.max(top[0], acc[lane])
+            for j in range(body, classes):
+                top[0] = T.max(top[0], z[r, j])
+            for lane in T.vectorized(LANES):
+                acc[lane] = T.float32(0)
+            for k in range(vectors):
+                for lane in T.vectorized(LANES):
+                    dz[r, k * LANES + lane] = fast_exp(z[r, k * LANES + lane] - top[0])
+                    acc[lane] = acc[lane] + dz[r, k * LANES + lane]
+            total[0] = T.float32(0)
+            for lane in range(LANES):
+                total[0] = total[0] + acc[lane]
+            for j in range(body, classes):
+                dz[r, j] = fast_exp(z[r, j] - top[0])
+                total[0] = total[0] + dz[r, j]
+            lse[r] = top[0] + T.log(total[0])
+            total[0] = T.float32(scale) / total[0]
+            for k in range(vectors):
+                for lane in T.vectorized(LANES):
+                    dz[r, k * LANES + lane] = dz[r, k * LANES + lane] * total[0]
+            for j in range(body, classes):
+                dz[r, j] = dz[r, j] * total[0]
+            if 0 <= labels[r] and labels[r] < classes:
+                dz[r, labels[r]] = dz[r, labels[r]] - T.float32(scale)
+
+    return softmax_cross_entropy
 
 
 def mean_loss(z: te.Tensor, labels: te.Tensor, lse: te.Tensor) -> te.Tensor:
@@ -46,7 +87,10 @@ def mean_loss(z: te.Tensor, labels: te.Tensor, lse: te.Tensor) -> te.Tensor:
 
 def emit_cross_entropy(bb: relax.BlockBuilder, logits: relax.Expr, labels: relax.Expr) -> tuple[relax.Var, relax.Var]:
     """(surrogate whose gradient over `logits` is the mean cross-entropy's, the mean loss itself)."""
-    out = bb.emit_te(softmax_cross_entropy, logits, labels, primfunc_name_hint="softmax_cross_entropy")
+    rows, classes = (int(d) for d in logits.ty.shape)
+    kernel = bb.add_func(cross_entropy_kernel(rows, classes), "softmax_cross_entropy")
+    out = bb.emit(relax.call_tir(kernel, [logits, labels], [relax.TensorType((rows, classes), "float32"),
+                                                           relax.TensorType((rows,), "float32")]))
     dz = bb.emit(no_grad(bb.emit(relax.TupleGetItem(out, 0))))
     lse = bb.emit(relax.TupleGetItem(out, 1))
     loss = bb.emit(no_grad(bb.emit_te(mean_loss, logits, labels, lse, primfunc_name_hint="cross_entropy_mean")))

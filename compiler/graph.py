@@ -6,6 +6,8 @@
   `update`), so Relax fuses across them: the weight gradient and its SGD step become one kernel.
 - `x @ W.T` as one kernel reading W as stored: `linear` imports as matmul(x, permute_dims(W))
   with W a runtime input, and the transpose ran on every call.
+- `A.T @ B` (every weight gradient Gradient emits for a linear layer) as one kernel reading A as
+  stored: the transpose was a kernel and a pass over the logits' gradient of its own.
 - `broadcast_to(ones) * x` (Gradient's unit seed times the cross-entropy's gradient) as x.
 - exp, tanh, erf and log_softmax as TVM's fast approximations (relative error ~1e-7, within what
   verification allows): libm's scalar expf was half of the untuned nwp step after fusion.
@@ -26,6 +28,8 @@ def prepare_graph(mod: tvm.IRModule) -> tvm.IRModule:
         relax.transform.DeadCodeElimination(),
         relax.transform.ConvertToDataflow(),
         relax.transform.FuseTransposeMatmul(),
+        FuseTransposedLhsMatmul(),
+        relax.transform.DeadCodeElimination(),
         DropUnitSeed(),
         FastMath(),
     ])(mod)
@@ -60,6 +64,49 @@ class DropUnitSeed:
         for gvar, func in mod.functions.items():
             out[gvar] = dpl.rewrite_call(pattern, rewrite, func) if isinstance(func, relax.Function) else func
         return out
+
+
+def _rewrite_functions(rewriter: relax.PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
+    """`mod` with every Relax function visited by `rewriter` (a mutator built on `mod`)."""
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+    return rewriter.builder_.get()
+
+
+def tn_matmul(a: te.Tensor, b: te.Tensor) -> te.Tensor:
+    """A.T @ B for A [r, m] and B [r, n], reading A as stored."""
+    r = te.reduce_axis((0, a.shape[0]), name="r")
+    return te.compute((a.shape[1], b.shape[1]), lambda i, j: te.sum(a[r, i] * b[r, j], axis=r), name="TN_matmul")
+
+
+@relax.expr_functor.mutator
+class _TransposedLhs(relax.PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.matmul"):
+            return call
+        lhs, rhs = call.args
+        bound = self.lookup_binding(lhs) if isinstance(lhs, relax.Var) else None
+        if not (isinstance(bound, relax.Call) and isinstance(bound.op, tvm.ir.Op)
+                and bound.op.name == "relax.permute_dims"):
+            return call
+        a = bound.args[0]
+        shapes = [_static_type(e) for e in (a, rhs)]
+        axes = bound.attrs.axes
+        if any(t is None or len(t[0]) != 2 or t[1] != "float32" for t in shapes) or \
+                (axes is not None and [int(v) for v in axes] != [1, 0]):
+            return call
+        return self.builder_.call_te(tn_matmul, a, rhs, primfunc_name_hint="TN_matmul")
+
+
+@tvm.transform.module_pass(opt_level=0, name="AutLearnFuseTransposedLhsMatmul")
+class FuseTransposedLhsMatmul:
+    """matmul(permute_dims(A), B) of matrices as one `A.T @ B` kernel (FuseTransposeMatmul's
+    counterpart for the left operand, which TVM lacks)."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        return _rewrite_functions(_TransposedLhs(mod), mod)
 
 
 LANES = 8  # the vector width the default schedules use (compiler/schedules.py)
@@ -135,8 +182,4 @@ class FastMath:
     """TVM's FastMathTransform, plus log_softmax (the classes' exponentials of the loss)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        rewriter = _FastMath(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return _rewrite_functions(_FastMath(mod), mod)

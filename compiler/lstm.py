@@ -20,13 +20,11 @@ from torch import fx
 from tvm import relax, tirx
 from tvm.script import tirx as T
 
+from compiler.fastmath import fast_sigmoid, fast_tanh
+
 LSTM_OP = "lstm.input"
 LANES = 8  # float32 lanes of one 256-bit vector (two NEON registers)
 ROW_BLOCK = 4  # batch rows per task: one load of a weight vector serves four rows
-# Eigen's rational approximation of tanh on [-9, 9] (TVM's fast_tanh), float32-exact there.
-TANH_P = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
-          -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
-TANH_Q = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
 
 
 def keep_lstm_decompositions() -> dict:
@@ -34,28 +32,6 @@ def keep_lstm_decompositions() -> dict:
     table = torch.export.default_decompositions()
     del table[torch.ops.aten.lstm.input]
     return table
-
-
-def _f32(value: float) -> tirx.PrimExpr:
-    return tirx.const(value, "float32")
-
-
-def _horner(x2: tirx.PrimExpr, coefficients: tuple[float, ...]) -> tirx.PrimExpr:
-    out = _f32(coefficients[-1])
-    for c in reversed(coefficients[:-1]):
-        out = out * x2 + _f32(c)
-    return out
-
-
-def fast_tanh(value: tirx.PrimExpr) -> tirx.PrimExpr:
-    """tanh as a polynomial ratio, so the cell vectorises (no libm call per lane)."""
-    x = tirx.max(tirx.min(value, _f32(9.0)), _f32(-9.0))
-    return x * _horner(x * x, TANH_P) / _horner(x * x, TANH_Q)
-
-
-def fast_sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """sigmoid(x) = (1 + tanh(x / 2)) / 2, exactly."""
-    return _f32(0.5) * fast_tanh(_f32(0.5) * x) + _f32(0.5)
 
 
 def recurrence_kernel(batch: int, steps: int, hidden: int) -> tirx.PrimFunc:

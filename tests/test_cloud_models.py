@@ -197,3 +197,27 @@ def test_resources_measure_the_model_and_name_bad_choices():
     assert make_resource("flops", "nwp").measure(model) == lstm + 2 * 16 * VOCAB
     with pytest.raises(ValueError, match="unknown resource 'energy'"):
         make_resource("energy", "nwp")
+
+
+def test_step_flops_count_what_the_device_trains_and_steer_the_search_to_it():
+    """The step's FLOPs are the last linear layer's forward and weight gradient: they follow the
+    FC's inputs or its rank, and no other group; so a search on them shrinks only those."""
+    torch.manual_seed(0)
+    model = build_model("nwp", vocab_size=VOCAB, embed_dim=8, hidden_size=16)
+    step = make_resource("step-flops", "nwp")
+    assert step.measure(model) == 4 * 16 * VOCAB
+    assert step.measure(prune_units(copy.deepcopy(model), "lstm1", 8)) == step.measure(model)
+    factorised = copy.deepcopy(model)
+    factorised.set_rank("fc", 4)
+    assert step.measure(factorised) == 4 * 4 * VOCAB  # only `up` trains at the default cut
+    image = build_model("image", width_mult=0.25)
+    assert make_resource("step-flops", "image").measure(image) == 4 * image.classifier[1].in_features * \
+        image.classifier[1].out_features
+    g = torch.Generator().manual_seed(0)
+    data = {6: (torch.randint(2, VOCAB, (64, 6), generator=g), torch.randint(2, VOCAB, (64,), generator=g))}
+    tiny = SearchConfig(step_fraction=0.3, short_steps=1, long_steps=1, eval_examples=32)
+    family = netadapt(model, data, data, step, parse_budgets("40%", step.measure(model)), TrainConfig(1, 16, 1e-3),
+                      tiny, log=lambda _: None)
+    small = family[0].model.config
+    assert (small["embed_dim"], small["hidden_size"]) == (8, 16)
+    assert small["hidden2_size"] < 16 or small["ranks"].get("fc", 16) < 16

@@ -12,6 +12,7 @@ import tvm
 from torch import nn
 from tvm import relax
 
+from compiler.cross_entropy import cross_entropy_kernel
 from compiler.graph import prepare_graph
 from compiler.importer import import_module
 from compiler.schedules import schedule_module
@@ -49,8 +50,31 @@ def test_the_logits_gradient_is_one_scheduled_kernel_and_the_seed_costs_no_pass(
     kernels = {g.name_hint: f for g, f in scheduled.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
     assert kernels["softmax_cross_entropy"].attrs.get("tir.is_scheduled")
     assert not any("log_softmax" in n or "nll" in n or "ones" in n for n in kernels), sorted(kernels)
+    # the weight gradient dz.T @ x reads dz as stored, fused with its SGD step: no transpose kernel
+    assert not any("transpose" in n for n in kernels) and any(n.startswith("fused_TN_matmul") for n in kernels), \
+        sorted(kernels)
     # 10,002 = 1,250 x 8 + 2: the gradient's columns are a vector loop and a loop of their own
     script = kernels["softmax_cross_entropy"].script()
     assert re.search(r"T\.parallel\((T\.int64\()?16\b", script)
-    assert len(re.findall(r"T\.vectorized\((T\.int64\()?8\b", script)) >= 5  # 2 reductions, their inits, dz
+    assert len(re.findall(r"T\.vectorized\((T\.int64\()?8\b", script)) >= 5  # max, exp-sum, their inits, dz
     assert re.search(r"range\((T\.int64\()?10000\)?, (T\.int64\()?10002\b", script)  # the tail loop
+
+
+@pytest.mark.parametrize("rows, classes", [(16, 10002), (2, 16), (1, 7)])
+def test_the_kernel_writes_one_hot_only_for_labels_in_range(rows, classes):
+    """dz and logsumexp as PyTorch's; a label outside the classes adds no one-hot (the runtime
+    refuses such labels before a step; the kernel must not write past the row for one)."""
+    kernel = cross_entropy_kernel(rows, classes).with_attr("global_symbol", "main")
+    run = tvm.compile(tvm.IRModule({"main": kernel}), target=resolve_target("host").tvm_target()).mod["main"]
+    rng = np.random.default_rng(rows)
+    z = (rng.standard_normal((rows, classes)) * 4).astype("float32")
+    labels = rng.integers(0, classes, rows)
+    labels[0] = classes  # out of range
+    out = [tvm.runtime.tensor(a) for a in (z, labels, np.zeros((rows, classes), "float32"), np.zeros(rows, "float32"))]
+    run(*out)
+    zt = torch.tensor(z)
+    expected = torch.softmax(zt, 1) / rows
+    valid = torch.tensor(labels) < classes
+    expected[valid] -= nn.functional.one_hot(torch.tensor(labels[valid.numpy()]), classes) / rows
+    np.testing.assert_allclose(out[2].numpy(), expected.numpy(), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(out[3].numpy(), torch.logsumexp(zt, 1).numpy(), rtol=1e-6)
