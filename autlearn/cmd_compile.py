@@ -152,3 +152,6 @@ def print_tuning(bundle: pathlib.Path) -> None:
     print(f"tuned: {run['trials']} of {run['trials_requested']} trials run ({run['failed_trials']} failed), "
           f"{run['tuned_tasks']} of {run['tasks']} tasks tuned in this run, {run['records_shipped']} tuned "
           f"schedules beat the defaults and ship, {run['seconds']} s")
+    for key, race in run.get("end_to_end", {}).items():
+        print(f"  {key}: default build {race['default_ms']} ms, tuned {race['tuned_ms']} ms: the {race['ships']} "
+              "build ships")

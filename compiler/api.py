@@ -225,5 +225,6 @@ def _tune(modules: dict[str, tvm.IRModule], spec: TargetSpec, trials: int,
                "tasks": len(result.tasks), "tuned_tasks": result.tuned_tasks, "records_shipped": len(result.records),
                "seconds": round(result.seconds, 1),
                "measured_on": device.description if device is not None else "this machine",
-               "database": str(result.database_dir), "per_task": [t.to_json() for t in result.tasks]}
+               "database": str(result.database_dir), "per_task": [t.to_json() for t in result.tasks],
+               "end_to_end": {key: race.to_json() for key, race in result.races.items()}}
     return result.mods, result.records, summary

@@ -73,7 +73,15 @@ def schedule_kernel(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
                 return None  # spatial blocks before the main one that could not be inlined
             epilogue = blocks[1:]
             if _is_dot_product(sch, main):
-                scheduled = _schedule_column_block(sch, main, epilogue) or _schedule_dot_product(sch, main, epilogue)
+                columns = sch.copy()  # the rule may fail half-way: the lanes rule then starts afresh
+                try:
+                    scheduled = _schedule_column_block(columns, main, epilogue)
+                except (ValueError, RuntimeError):
+                    scheduled = False
+                if scheduled:
+                    sch = columns
+                else:
+                    scheduled = _schedule_dot_product(sch, main, epilogue)
             else:
                 scheduled = _schedule_spatial(sch, main, epilogue)
     except (ValueError, RuntimeError):  # tvm_ffi raises these (InternalError is a RuntimeError)
@@ -133,6 +141,8 @@ def _schedule_column_block(sch: Schedule, block: SBlockRV, epilogue: list[SBlock
                     and r.region[0].min.same_as(row_var)), None)
     if x_index is None:
         return False
+    if not epilogue:  # the output is a parameter, whose layout is not the kernel's to change
+        epilogue = [sch.cache_write(block, 0, "global")]
     sch.cache_read(block, x_index, "global")
     sch.transform_layout(block, ("read", x_index), lambda r, c: (c, r))
     sch.transform_layout(block, ("write", 0), lambda r, c: (c, r))

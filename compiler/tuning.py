@@ -3,8 +3,9 @@
 Tunes the fused TIR functions the device calls, so the update's gradient kernels (conv2d
 data/weight gradients, matmul gradients) are tuned along with the forward ones. The budget is
 one number for the bundle, spread by each task's measured share of the time; a tuned schedule
-ships only where it beat the default one (compiler/schedules.py), so tuning never makes a
-kernel slower. A task already given at least its budget (kept in the database directory)
+ships only where it beat the default one (compiler/schedules.py), and a tuned module only
+where it beats the default build end to end (compiler/module_race.py), so tuning never makes a
+bundle slower. A task already given at least its budget (kept in the database directory)
 is not tuned again. A tuning run writes into a staging copy of the database and replaces the
 database's files atomically only when it ends, so a killed or failed run leaves the database as
 it was (MetaSchedule itself appends to its files as it goes).
@@ -37,6 +38,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
+from compiler.module_race import ModuleRace, race_modules
 from compiler.ms_builder import PersistentPoolBuilder, import_tensor_intrinsics
 from device_runtime.files import atomic_write_bytes, cache_dir
 
@@ -141,6 +143,7 @@ class TuningResult:
     records: list[Any]   # the tuning records applied (what a bundle ships)
     seconds: float
     database_dir: Path
+    races: dict[str, ModuleRace]  # per module tuning changed: default against tuned, end to end (module_race)
 
     @property
     def trials(self) -> int:
@@ -323,7 +326,8 @@ def tune_modules(mods: Mapping[str, tvm.IRModule], target: tvm.target.Target, *,
     if not isinstance(target, tvm.target.Target):
         raise ValueError(f"target must be a tvm.target.Target, got {type(target).__name__}")
     triple = target.attrs.get("mtriple") or ""
-    if trials and device is None and triple and not triple.startswith(os.uname().machine):
+    runs_here = not triple or triple.startswith(os.uname().machine)
+    if trials and device is None and not runs_here:
         raise ValueError(f"cannot measure {triple} candidates on this {os.uname().machine} machine: tune through "
                          "a device's TVM RPC server (linux-arm64: `autlearn emulator setup` provides one)")
     start = time.perf_counter()
@@ -335,7 +339,7 @@ def tune_modules(mods: Mapping[str, tvm.IRModule], target: tvm.target.Target, *,
     import_tensor_intrinsics()
 
     prepared = {key: prepare_for_tuning(mod, target) for key, mod in mods.items()}
-    tasks, weights = _called_tasks(prepared, target, called)
+    tasks, weights, workloads = _called_tasks(prepared, target, called)
     builder = PersistentPoolBuilder(max_workers=min(2, os.cpu_count() or 1),
                                     cross_compiler=device.cross_compiler if device is not None else None)
     runner = rpc_runner(device) if device is not None else ms.runner.LocalRunner(timeout_sec=30)
@@ -358,8 +362,12 @@ def tune_modules(mods: Mapping[str, tvm.IRModule], target: tvm.target.Target, *,
         winners.commit_tuning_record(record)
     with target, winners:
         tuned = {key: relax.transform.MetaScheduleApplyDatabase()(mod) for key, mod in prepared.items()}
+    races = race_modules(mods, tuned, target, called) if device is None and runs_here else {}
+    tuned = {key: mods[key] if key in races and not races[key].tuned_wins else mod for key, mod in tuned.items()}
+    shipped = set().union(*(workloads.get(key, set()) for key in tuned if key not in races or races[key].tuned_wins))
+    records = [r for r in records if _workload_key(r.workload.mod) in shipped]
     return TuningResult(mods=tuned, tasks=rows, records=records, seconds=time.perf_counter() - start,
-                        database_dir=database_dir)
+                        database_dir=database_dir, races=races)
 
 
 def write_records(records: Sequence[Any], directory: Path) -> None:
@@ -373,10 +381,12 @@ def write_records(records: Sequence[Any], directory: Path) -> None:
 
 
 def _called_tasks(prepared: Mapping[str, tvm.IRModule], target: tvm.target.Target,
-                  called: Mapping[str, Sequence[str]] | None) -> tuple[list, list[float]]:
-    """The distinct tasks of the entry points in `called` and how many calls reach each."""
+                  called: Mapping[str, Sequence[str]] | None) -> tuple[list, list[float], dict[str, set[str]]]:
+    """The distinct tasks of the entry points in `called`, how many calls reach each, and per
+    module the workload keys of its tasks."""
     by_key: dict[str, Any] = {}
     weights: dict[str, float] = {}
+    workloads: dict[str, set[str]] = {}
     for key, mod in prepared.items():
         entries = list(called[key]) if called is not None else None
         if entries is not None:
@@ -389,7 +399,8 @@ def _called_tasks(prepared: Mapping[str, tvm.IRModule], target: tvm.target.Targe
             workload = _workload_key(task.dispatched[0])
             by_key.setdefault(workload, task)
             weights[workload] = weights.get(workload, 0.0) + float(task.weight)
-    return list(by_key.values()), [weights[k] for k in by_key]
+            workloads.setdefault(key, set()).add(workload)
+    return list(by_key.values()), [weights[k] for k in by_key], workloads
 
 
 def _hand_scheduled(mod: tvm.IRModule) -> bool:

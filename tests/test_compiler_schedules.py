@@ -121,3 +121,16 @@ def test_kernels_tuning_scheduled_are_left_alone():
     tuned = _nt_matmul_add().with_attr("tir.is_scheduled", True)
     mod = schedule_module(tvm.IRModule({"main": tuned}))
     assert "parallel" not in mod["main"].script()
+
+
+def test_rows_as_lanes_also_where_the_product_is_the_kernels_output():
+    """No epilogue: the sums are kept in a buffer of the kernel's own, then written out."""
+    a, b = te.placeholder((16, 24), name="A"), te.placeholder((40, 24), name="B")
+    k = te.reduce_axis((0, 24), name="k")
+    c = te.compute((16, 40), lambda i, j: te.sum(a[i, k] * b[j, k], axis=k), name="C")
+    scheduled = schedule_kernel(te.create_prim_func([a, b, c]))
+    assert "A_global" in scheduled.script()
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((16, 24)).astype("float32"), rng.standard_normal((40, 24)).astype("float32")
+    _, got = _run(scheduled, x, w, out_shape=(16, 40))
+    np.testing.assert_allclose(got, x @ w.T, rtol=1e-5, atol=1e-5)

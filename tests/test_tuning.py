@@ -6,17 +6,18 @@ import pytest
 import tvm
 from tvm import relax
 
+from compiler.graph import prepare_graph
 from compiler.tuning import KEEP_MARGIN, default_database_dir, split_budget, target_key, tune_modules
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 
 
-def weight_gradient_module() -> tvm.IRModule:
+def weight_gradient_module(rows: int = 16, inputs: int = 32, outputs: int = 8) -> tvm.IRModule:
     """dW = x^T @ dy (a matmul gradient) followed by an SGD step: two small tunable kernels."""
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((16, 32), "float32"))
-    dy = relax.Var("dy", relax.TensorType((16, 8), "float32"))
-    w = relax.Var("w", relax.TensorType((32, 8), "float32"))
+    x = relax.Var("x", relax.TensorType((rows, inputs), "float32"))
+    dy = relax.Var("dy", relax.TensorType((rows, outputs), "float32"))
+    w = relax.Var("w", relax.TensorType((inputs, outputs), "float32"))
     with bb.function("update", [x, dy, w]):
         with bb.dataflow():
             grad = bb.emit(relax.op.matmul(relax.op.permute_dims(x), dy))
@@ -63,7 +64,9 @@ def test_a_tuned_schedule_ships_only_where_it_beats_the_default(two_runs, tmp_pa
             assert task.tuned_us <= KEEP_MARGIN * task.default_us + 0.01
         else:
             assert task.tuned_us is None or task.tuned_us >= KEEP_MARGIN * task.default_us - 0.01
-    assert len(first.records) == sum(t.kept for t in first.tasks)
+    race = first.races.get("update")
+    shipped_tuned = race is None or race.tuned_wins
+    assert len(first.records) == (sum(t.kept for t in first.tasks) if shipped_tuned else 0)
     write_records(first.records, tmp_path / "shipped")
     lines = (tmp_path / "shipped" / "database_tuning_record.json").read_text().splitlines()
     assert len(lines) == len(first.records)  # the winners only, not the whole database
@@ -156,3 +159,29 @@ def test_a_tuning_run_that_fails_leaves_the_database_as_it_was(tmp_path):
         assert len(database) == 0 and database.has_workload(workload(8))
         database.commit_workload(workload(16))
     assert (tmp_path / "database_workload.json").read_bytes().count(b"\n") == 2
+
+
+def test_a_tuned_module_ships_only_where_it_beats_the_default_build_end_to_end(two_runs):
+    """A "tuned" module whose kernels are naive loops loses to the default build and is dropped;
+    tuning's own result ships whichever build its race measured faster."""
+    from compiler.module_race import race_modules
+
+    mod, _, first, _ = two_runs
+    race = first.races.get("update")
+    if race is not None:
+        assert (first.mods["update"] is mod) == (not race.tuned_wins)
+    bb = relax.BlockBuilder()
+    x, w = relax.Var("x", relax.TensorType((16, 128), "float32")), relax.Var("w", relax.TensorType((1002, 128), "float32"))
+    with bb.function("update", [x, w]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.matmul(x, relax.op.permute_dims(w)))  # a linear layer: x @ W.T
+        bb.emit_func_output(out)
+    default = prepare_graph(bb.get())  # as tune_modules gets its modules
+    naive = relax.transform.LegalizeOps()(default)
+    for gvar, func in list(naive.functions.items()):
+        if isinstance(func, tvm.tirx.PrimFunc):
+            naive[gvar] = func.with_attr("tir.is_scheduled", True)  # nothing will schedule it
+    (lost,) = race_modules({"update": default}, {"update": naive}, TARGET, {"update": ["update"]}, rounds=3).values()
+    assert lost.default_ms * 2 < lost.tuned_ms and not lost.tuned_wins  # scheduled: 10-25x the naive loops
+    assert lost.to_json()["ships"] == "default"
+    assert race_modules({"update": default}, {"update": default}, TARGET, None) == {}  # nothing tuned: no race
