@@ -308,6 +308,11 @@ def markdown_tables(result: dict[str, Any], command: str) -> str:
              f"medians of {result['repeats']} rounds; wait policy {result['wait_policy']}; load average "
              f"{result['load_average'][0]:.1f}; {result['tuned_trials']} tuning trials in "
              f"{result['tuning_seconds']:.0f} s from the database given; ExecuTorch: {result['executorch']}.", ""]
+    races = result.get("tuning", {}).get("end_to_end", {})
+    if races:
+        lines += ["Tuned modules against the default build, end to end (compiler/module_race.py): " + "; ".join(
+            f"{key} {r['default_ms']} ms default, {r['tuned_ms']} ms tuned at {r['threads']} thread(s): the "
+            f"{r['ships']} build ships" for key, r in races.items()) + ".", ""]
     for n, ms in result["ms"].items():
         names = list(ms["update"])
         lines += [f"| {n} thread(s) | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names),

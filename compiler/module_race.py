@@ -27,10 +27,12 @@ MIN_SAMPLE_MS = 20  # each sample repeats the call for at least this long
 
 @dataclass(frozen=True)
 class ModuleRace:
-    """One module's entry points, summed: milliseconds of the default and of the tuned build."""
+    """One module's entry points, summed: milliseconds of the default and of the tuned build, at
+    the thread count of TVM's pool in this process."""
 
     default_ms: float
     tuned_ms: float
+    threads: int
 
     @property
     def tuned_wins(self) -> bool:
@@ -59,7 +61,8 @@ def race_modules(default: Mapping[str, tvm.IRModule], tuned: Mapping[str, tvm.IR
         for _ in range(rounds):
             for side, vm in enumerate(vms):
                 samples[side].append(sum(_sample_ms(vm, name, args[name]) for name in entries))
-        races[key] = ModuleRace(*(round(statistics.median(s), 4) for s in samples))
+        races[key] = ModuleRace(*(round(statistics.median(s), 4) for s in samples),
+                                threads=int(tvm.get_global_func("runtime.NumThreads")()))
     return races
 
 

@@ -87,7 +87,7 @@ def test_profile_lists_each_modules_kernels_with_their_shares(bench_result):
         assert all(row["calls"] >= 1 for row in rows)
     kernels = {row["name"] for row in profile["update"]}
     # the weight gradient and its SGD step are one kernel (compiler/graph.py inlines the optimizer)
-    assert any(name.startswith("fused_matmul") and "_multiply" in name and "_subtract" in name
+    assert any(name.startswith("fused_TN_matmul") and "_multiply" in name and "_subtract" in name
                for name in kernels), kernels
     # the cross-entropy and its gradient over the logits are one kernel (compiler/cross_entropy.py)
     assert "softmax_cross_entropy" in kernels and not any("log_softmax" in name for name in kernels), kernels
