@@ -98,6 +98,6 @@ def test_tuning_has_no_task_for_the_recurrence_kernel():
     target = resolve_target("host").tvm_target()
     imported = import_module(NextWordLSTM(50, 16, 24).eval(), torch.randint(0, 50, (1, 9)))
     prepared = {"forward": prepare_for_tuning(prepare_graph(imported.mod), target)}
-    tasks, _ = _called_tasks(prepared, target, None)
+    tasks, _, _ = _called_tasks(prepared, target, None)
     names = [task.task_name for task in tasks]
     assert any("matmul" in n for n in names) and not any("lstm" in n for n in names)
