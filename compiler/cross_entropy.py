@@ -37,7 +37,7 @@ def cross_entropy_kernel(rows: int, classes: int) -> tvm.tirx.PrimFunc:
     @T.prim_func(private=True)
     def softmax_cross_entropy(z: T.Buffer((rows, classes), "float32"), labels: T.Buffer((rows,), "int64"),
                               dz: T.Buffer((rows, classes), "float32"), lse: T.Buffer((rows,), "float32")):
-        T.func_attr({"tir.noalias": True, "tir.is_scheduled": True})
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         for r in T.parallel(rows):
             acc = T.alloc_buffer((LANES,), "float32", scope="local")
             top = T.alloc_buffer((1,), "float32", scope="local")

@@ -53,7 +53,7 @@ def recurrence_kernel(batch: int, steps: int, hidden: int) -> tirx.PrimFunc:
     @T.prim_func(private=True)
     def lstm_recurrence(P: T.Buffer((batch, steps, gates_n), "float32"), W: T.Buffer((gates_n, hidden), "float32"),
                         Y: T.Buffer((batch, steps, hidden), "float32"), C: T.Buffer((batch, hidden), "float32")):
-        T.func_attr({"tir.noalias": True, "tir.is_scheduled": True})
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         for bo in T.parallel(blocks):
             gates = T.alloc_buffer((rb, gates_n), "float32", scope="local")
             acc = T.alloc_buffer((rb, LANES), "float32", scope="local")

@@ -74,7 +74,7 @@ def _public(mod: tvm.IRModule) -> list[str]:
 def _scheduled_kernels(mod: tvm.IRModule) -> int:
     """PrimFuncs already scheduled (by MetaSchedule's records, or written with their schedule)."""
     return sum(1 for f in mod.functions.values()
-               if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and f.attrs.get("tir.is_scheduled"))
+               if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and f.attrs.get("tirx.is_scheduled"))
 
 
 def _random_args(func: relax.Function, rng: np.random.Generator) -> list[tvm.runtime.Tensor]:

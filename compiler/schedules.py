@@ -47,7 +47,7 @@ def schedule_module(mod: tvm.IRModule) -> tvm.IRModule:
     ])(mod)
     out = tvm.IRModule(attrs=mod.attrs)
     for gvar, func in mod.functions.items():
-        if isinstance(func, tvm.tirx.PrimFunc) and not (func.attrs and func.attrs.get("tir.is_scheduled")):
+        if isinstance(func, tvm.tirx.PrimFunc) and not (func.attrs and func.attrs.get("tirx.is_scheduled")):
             func = schedule_kernel(func) or func
         out[gvar] = func
     return out
@@ -86,7 +86,7 @@ def schedule_kernel(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
                 scheduled = _schedule_spatial(sch, main, epilogue)
     except (ValueError, RuntimeError):  # tvm_ffi raises these (InternalError is a RuntimeError)
         return None
-    return sch.mod["main"].with_attr("tir.is_scheduled", True) if scheduled else None
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True) if scheduled else None
 
 
 def _schedule_dot_product(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV]) -> bool:

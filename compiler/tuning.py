@@ -406,7 +406,7 @@ def _called_tasks(prepared: Mapping[str, tvm.IRModule], target: tvm.target.Targe
 def _hand_scheduled(mod: tvm.IRModule) -> bool:
     """A kernel written with its schedule (compiler/lstm.py): there is nothing to search."""
     attrs = mod["main"].attrs
-    return bool(attrs and attrs.get("tir.is_scheduled"))
+    return bool(attrs and attrs.get("tirx.is_scheduled"))
 
 
 def _only_entries(mod: tvm.IRModule, entries: Sequence[str]) -> tvm.IRModule:

@@ -48,7 +48,7 @@ def test_loss_and_gradients_match_torch(classes, batch):
 def test_the_logits_gradient_is_one_scheduled_kernel_and_the_seed_costs_no_pass():
     _, _, scheduled, _ = compiled_update(10002, 16)
     kernels = {g.name_hint: f for g, f in scheduled.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
-    assert kernels["softmax_cross_entropy"].attrs.get("tir.is_scheduled")
+    assert kernels["softmax_cross_entropy"].attrs.get("tirx.is_scheduled")
     assert not any("log_softmax" in n or "nll" in n or "ones" in n for n in kernels), sorted(kernels)
     # the weight gradient dz.T @ x reads dz as stored, fused with its SGD step: no transpose kernel
     assert not any("transpose" in n for n in kernels) and any(n.startswith("fused_TN_matmul") for n in kernels), \

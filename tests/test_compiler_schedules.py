@@ -43,7 +43,7 @@ def test_a_fused_dot_product_is_vectorised_parallel_exact_and_faster():
     a, b, bias = rng.random((M, K), dtype=np.float32), rng.random((N, K), dtype=np.float32), rng.random(N, dtype=np.float32)
     naive = _nt_matmul_add()
     scheduled = schedule_kernel(naive)
-    assert scheduled is not None and scheduled.attrs["tir.is_scheduled"]
+    assert scheduled is not None and scheduled.attrs["tirx.is_scheduled"]
     script = scheduled.script()
     assert "vectorized" in script and "parallel" in script and 'scope="local"' in script
     fast, got = _run(scheduled, a, b, bias, out_shape=(M, N))
@@ -92,7 +92,7 @@ def test_fused_training_kernels_keep_results_exact():
 
     scheduled = schedule_module(prepare_graph(Ops))
     prims = [f for f in scheduled.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
-    assert prims and all(f.attrs.get("tir.is_scheduled") for f in prims)
+    assert prims and all(f.attrs.get("tirx.is_scheduled") for f in prims)
     assert any("fast_log_softmax" in gv.name_hint for gv in scheduled.functions)
     vm = relax.VirtualMachine(tvm.compile(scheduled, target=resolve_target("host").tvm_target()), tvm.cpu())
     rng = np.random.default_rng(1)
@@ -118,7 +118,7 @@ def test_fast_log_softmax_matches_numpy_on_every_axis_and_width():
 
 
 def test_kernels_tuning_scheduled_are_left_alone():
-    tuned = _nt_matmul_add().with_attr("tir.is_scheduled", True)
+    tuned = _nt_matmul_add().with_attr("tirx.is_scheduled", True)
     mod = schedule_module(tvm.IRModule({"main": tuned}))
     assert "parallel" not in mod["main"].script()
 
