@@ -25,7 +25,9 @@ def test_tuned_compile_reports_trials_and_a_recompile_reuses_the_database(tmp_pa
     first = json.loads((first_bundle / TUNING_SUMMARY).read_text())
     assert 0 < first["trials"] <= TRIALS == first["trials_requested"]  # the budget is kept
     assert first["tuned_tasks"] >= 1 and sum(t["budget"] for t in first["per_task"]) <= TRIALS
-    assert first["records_shipped"] == sum(t["kept"] for t in first["per_task"])
+    # a module whose tuned build loses its end-to-end race ships the default build and no records
+    if all(race["ships"] == "tuned" for race in first["end_to_end"].values()):
+        assert first["records_shipped"] == sum(t["kept"] for t in first["per_task"])
     shipped = first_bundle / "tuning" / "database_tuning_record.json"
     assert len(shipped.read_text().splitlines()) == first["records_shipped"]  # not the whole database
     second_bundle = _compile(tmp_path / "b", db)
