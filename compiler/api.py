@@ -113,7 +113,7 @@ def compile_bundle(model: Model, example_input: Any, out: str | Path, *, labels:
     tuning_records, tuning_summary = [], None
     if tune_trials:
         modules, tuning_records, tuning_summary = _tune(modules, spec, tune_trials, tuning_db)
-    modules = {key: schedule_module(mod) for key, mod in modules.items()}  # what tuning left naive
+    modules = {key: schedule_module(mod, spec.tvm_target()) for key, mod in modules.items()}  # what tuning left naive
     frozen_names, trainable_names = parts.frozen_names, parts.trainable_names
     trainable_values = [parts.values[n] for n in trainable_names]
     frozen_values = [parts.values[n] for n in frozen_names]

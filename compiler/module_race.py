@@ -53,7 +53,7 @@ def race_modules(default: Mapping[str, tvm.IRModule], tuned: Mapping[str, tvm.IR
         entries = list(called[key]) if called is not None else _public(mod)
         if not entries or _scheduled_kernels(mod) == _scheduled_kernels(default[key]):
             continue
-        vms = [relax.VirtualMachine(tvm.compile(schedule_module(m), target=target), tvm.cpu())
+        vms = [relax.VirtualMachine(tvm.compile(schedule_module(m, target), target=target), tvm.cpu())
                for m in (default[key], mod)]
         rng = np.random.default_rng(0)
         args = {name: _random_args(default[key][name], rng) for name in entries}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
+from tvm.target import codegen
 from tvm.s_tir.schedule import LoopRV, SBlockRV, Schedule
 
 VECTOR_LANES = 8  # fp32 lanes of AVX2 (and two NEON registers); 16 measured slower on AVX-512
@@ -37,8 +38,9 @@ COLUMN_BLOCK = 8  # columns per task of a row-vectorised x @ W.T: 8 x 2 vectors 
 DATA_PAR, REDUCE = tvm.tirx.IterVar.DataPar, tvm.tirx.IterVar.CommReduce
 
 
-def schedule_module(mod: tvm.IRModule) -> tvm.IRModule:
-    """The module legalized and fused, with every kernel no tuning scheduled by `schedule_kernel`."""
+def schedule_module(mod: tvm.IRModule, target: tvm.target.Target | None = None) -> tvm.IRModule:
+    """The module legalized and fused, with every kernel no tuning scheduled by `schedule_kernel`
+    for `target` (None: any CPU with 8-lane vectors)."""
     mod = tvm.transform.Sequential([
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
@@ -48,13 +50,14 @@ def schedule_module(mod: tvm.IRModule) -> tvm.IRModule:
     out = tvm.IRModule(attrs=mod.attrs)
     for gvar, func in mod.functions.items():
         if isinstance(func, tvm.tirx.PrimFunc) and not (func.attrs and func.attrs.get("tirx.is_scheduled")):
-            func = schedule_kernel(func) or func
+            func = schedule_kernel(func, target) or func
         out[gvar] = func
     return out
 
 
-def schedule_kernel(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
-    """`func` scheduled as the module docstring says; None where no rule fits (it stays naive)."""
+def schedule_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target | None = None) -> tvm.tirx.PrimFunc | None:
+    """`func` scheduled as the module docstring says for `target`; None where no rule fits (it
+    stays naive)."""
     try:
         sch = Schedule(func)
         blocks = _blocks(sch)
@@ -75,7 +78,7 @@ def schedule_kernel(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
             if _is_dot_product(sch, main):
                 columns = sch.copy()  # the rule may fail half-way: the lanes rule then starts afresh
                 try:
-                    scheduled = _schedule_column_block(columns, main, epilogue)
+                    scheduled = _schedule_column_block(columns, main, epilogue, register_floats(target))
                 except (ValueError, RuntimeError):
                     scheduled = False
                 if scheduled:
@@ -121,13 +124,23 @@ def _schedule_dot_product(sch: Schedule, block: SBlockRV, epilogue: list[SBlockR
     return True
 
 
-def _schedule_column_block(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV]) -> bool:
+def register_floats(target: tvm.target.Target | None) -> int:
+    """fp32 lanes of the target's widest vector register: 16 with AVX-512, else VECTOR_LANES."""
+    if target is None or target.kind.name != "llvm":
+        return VECTOR_LANES
+    return 16 if "avx512f" in codegen.llvm_get_cpu_features(target) else VECTOR_LANES
+
+
+def _schedule_column_block(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV], register: int) -> bool:
     """`x @ W.T` for a batch of rows that fills whole vectors and a short reduction: the rows are
     the lanes. x is transposed once per call (it is small), each task takes COLUMN_BLOCK columns
     of W, and for every k one broadcast element of W times a vector of rows adds into each
     column's sums, which stay in registers; nothing is summed across lanes. With a 16-wide
     reduction, 8 lanes' partial sums per output (`_schedule_dot_product`) cost more in their final
-    sums than in the products (nwp's FC at rank 16, 1 thread: 0.29 against 0.11 ms)."""
+    sums than in the products (nwp's FC at rank 16, 1 thread: 0.29 against 0.11 ms).
+    Where the rows fill the target's `register` (16 lanes of AVX-512), a vector is one register and
+    16 columns' sums take 16 of its 32: 0.157 against 0.121 ms for that FC; on AVX2 two registers
+    per vector and 8 columns (16 of its 16 registers) is the most that does not spill."""
     loops = sch.get_loops(block)
     iters = list(sch.get(block).iter_vars)
     if len(loops) != 3 or len(iters) != 3:
@@ -146,8 +159,10 @@ def _schedule_column_block(sch: Schedule, block: SBlockRV, epilogue: list[SBlock
     sch.cache_read(block, x_index, "global")
     sch.transform_layout(block, ("read", x_index), lambda r, c: (c, r))
     sch.transform_layout(block, ("write", 0), lambda r, c: (c, r))
-    tiles, inner_columns = sch.split(columns, [None, COLUMN_BLOCK])
-    row_vectors, lanes = sch.split(rows, [None, VECTOR_LANES])
+    lanes, block_columns = ((register, COLUMN_BLOCK * register // VECTOR_LANES)
+                            if _extent(sch, rows) % register == 0 else (VECTOR_LANES, COLUMN_BLOCK))
+    tiles, inner_columns = sch.split(columns, [None, block_columns])
+    row_vectors, lanes = sch.split(rows, [None, lanes])
     sch.reorder(tiles, k, inner_columns, row_vectors, lanes)
     for stage in epilogue:
         sch.reverse_compute_at(stage, tiles)

@@ -442,7 +442,7 @@ def _measure_defaults(tasks: list, target: tvm.target.Target, builder, runner) -
     inputs, funcs = [], []
     for task in tasks:
         func = task.dispatched[0]["main"]
-        func = schedule_kernel(func) or func
+        func = schedule_kernel(func, target) or func
         funcs.append(func)
         inputs.append(ms.builder.BuilderInput(tvm.IRModule({"main": func}), target))
     built = builder.build(inputs) if inputs else []

@@ -12,7 +12,7 @@ import tvm
 from torch import nn
 from tvm import relax
 
-from compiler.cross_entropy import cross_entropy_kernel
+from compiler.cross_entropy import LANES, cross_entropy_kernel
 from compiler.graph import prepare_graph
 from compiler.importer import import_module
 from compiler.schedules import schedule_module
@@ -53,10 +53,10 @@ def test_the_logits_gradient_is_one_scheduled_kernel_and_the_seed_costs_no_pass(
     # the weight gradient dz.T @ x reads dz as stored, fused with its SGD step: no transpose kernel
     assert not any("transpose" in n for n in kernels) and any(n.startswith("fused_TN_matmul") for n in kernels), \
         sorted(kernels)
-    # 10,002 = 1,250 x 8 + 2: the gradient's columns are a vector loop and a loop of their own
+    # 10,002 = 625 x 16 + 2: the gradient's columns are a vector loop and a loop of their own
     script = kernels["softmax_cross_entropy"].script()
     assert re.search(r"T\.parallel\((T\.int64\()?16\b", script)
-    assert len(re.findall(r"T\.vectorized\((T\.int64\()?8\b", script)) >= 5  # max, exp-sum, their inits, dz
+    assert len(re.findall(rf"T\.vectorized\((T\.int64\()?{LANES}\b", script)) >= 5  # max, exp-sum, inits, dz
     assert re.search(r"range\((T\.int64\()?10000\)?, (T\.int64\()?10002\b", script)  # the tail loop
 
 

@@ -2,12 +2,15 @@
 training step get parallel, vectorised schedules, and the dot product gets much faster."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tvm
 from tvm import relax, te
 from tvm.s_tir.schedule import Schedule
 from tvm.script import relax as R
+from tvm.target import codegen
 
 from compiler import schedules
 from compiler.graph import fast_log_softmax, prepare_graph
@@ -73,6 +76,33 @@ def test_a_batch_of_rows_is_the_vector_lanes_where_the_reduction_is_short(m, n, 
         args = [tvm.runtime.tensor(v) for v in (a, b, bias, np.zeros((m, n), "float32"))]
         times = [lib.time_evaluator("main", tvm.cpu(), number=20, repeat=7)(*args).median for lib in (lanes, fast)]
         assert times[1] < times[0], times  # measured 2.6x at 1 thread
+
+
+AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
+
+
+def test_register_width_follows_the_target():
+    assert schedules.register_floats(AVX512) == 16
+    assert schedules.register_floats(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})) == 8
+    assert schedules.register_floats(resolve_target("linux-arm64").tvm_target()) == 8
+    assert schedules.register_floats(None) == 8
+
+
+@pytest.mark.parametrize("m, lanes", [(16, 16), (32, 16), (8, 8), (24, 8)])
+def test_rows_fill_one_avx512_register_where_they_divide_it(m, lanes):
+    """On AVX-512 a vector of rows is one 16-lane register and 16 columns share each task; a batch
+    that 16 does not divide keeps 8-lane vectors. Results stay exact either way."""
+    rng = np.random.default_rng(m)
+    a, b, bias = (rng.standard_normal(s).astype("float32") for s in ((m, 16), (1002, 16), (1002,)))
+    script = schedule_kernel(_nt_matmul_add(m, 1002, 16), AVX512).script()
+    assert re.findall(r"T\.vectorized\((?:T\.int64\()?(\d+)", script) == [str(lanes)] * 2, script  # init, update
+    assert re.search(rf"T\.unroll\((?:T\.int64\()?{lanes}\b", script)  # as many columns per task as lanes
+    if "avx512f" in codegen.llvm_get_cpu_features(resolve_target("host").tvm_target()):
+        lib = tvm.tirx.build(tvm.IRModule({"main": schedule_kernel(_nt_matmul_add(m, 1002, 16), AVX512)
+                                           .with_attr("global_symbol", "main")}), target=AVX512)
+        out = tvm.runtime.tensor(np.zeros((m, 1002), "float32"))
+        lib["main"](*[tvm.runtime.tensor(v) for v in (a, b, bias)], out)
+        np.testing.assert_allclose(out.numpy(), a @ b.T + bias, rtol=1e-4, atol=1e-4)
 
 
 def test_fused_training_kernels_keep_results_exact():
