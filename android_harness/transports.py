@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import shlex
 import shutil
@@ -108,12 +109,17 @@ def sha256_via_shell(transport: Transport, remote: Sequence[str]) -> dict[str, s
 
 
 def copy_file(local: Path, target: Path) -> None:
-    """A push onto a device whose storage is a directory here (local, or an emulator's)."""
+    """A push onto a device whose storage is a directory here (local, or an emulator's). The copy
+    lands under a temporary name and is renamed over the target: a shared object loaded from the
+    old file keeps its pages (copying over it in place crashes the process using it), and a killed
+    push leaves no half-written file."""
     local = Path(local)
     if not local.is_file():
         raise FileNotFoundError(f"cannot push {local}: no such file")
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(local, target)
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copyfile(local, partial)
+    os.replace(partial, target)
 
 
 class LocalTransport:

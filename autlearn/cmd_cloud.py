@@ -85,6 +85,9 @@ def _add_budget_flags(parser: argparse.ArgumentParser, default_budgets: str | No
     parser.add_argument("--timing-target", default=None,
                         help="compile target of the timed models (default: host for local/rpc, linux-arm64 for "
                              "qemu, android-arm64 for adb)")
+    parser.add_argument("--timing-runs", type=int, default=3,
+                        help="independent side-by-side timings of the family's compiled steps; each speedup is "
+                             "the median of the runs' ratios, and the table gives their range")
     parser.add_argument("--host", help="TVM RPC server host (rpc; default: start one on 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9090, help="TVM RPC server port (rpc)")
     parser.add_argument("--serial", help="adb device serial (adb; default: the only attached device)")
@@ -132,6 +135,8 @@ def _prune(args: argparse.Namespace, checkpoint: pathlib.Path, out: pathlib.Path
     from autlearn.target_latency import DEFAULT_TARGET, TargetClock, open_transport
     from cloud_pretrain.family import prune_family
 
+    if args.timing_runs < 1:
+        raise ValueError(f"--timing-runs must be at least 1, got {args.timing_runs}")
     target = args.timing_target or DEFAULT_TARGET[args.transport]
     if args.transport == "local":  # this machine is the device: TVM gets the same threads as torch
         from autlearn.bench_compiler import set_threads
@@ -143,7 +148,7 @@ def _prune(args: argparse.Namespace, checkpoint: pathlib.Path, out: pathlib.Path
         clock = TargetClock(transport, dest, target, pathlib.Path(workdir))
         return prune_family(args.task, checkpoint, args.resource, args.budgets, out, preset=args.preset,
                             seed=args.seed, factorise=not args.no_factorise,
-                            step_timer=lambda models: clock.step_times(models, args.task),
+                            step_timer=lambda models: clock.step_times(models, args.task, args.timing_runs),
                             latency_meter=clock.latency,
                             context={"transport": args.transport, "target": target,
                                      "checkpoint": str(checkpoint)})

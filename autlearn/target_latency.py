@@ -94,23 +94,29 @@ class TargetClock:
         return {"update": self.transport.prepare(remote_path(dest, update.module), "update", update.args),
                 "forward": self.transport.prepare(remote_path(dest, forward.module), forward.function, forward.args)}
 
-    def time_bundles(self, bundles: dict[str, Path]) -> dict[str, dict[str, float]]:
-        """Median ms of `update` and the batch-1 forward of each bundle, side by side: every round
-        takes one sample of each function of each bundle, so load changes hit all alike."""
+    def time_bundles(self, bundles: dict[str, Path], runs: int = 1) -> list[dict[str, dict[str, float]]]:
+        """Median ms of `update` and the batch-1 forward of each bundle, side by side, in each of
+        `runs` runs: every round takes one sample of each function of each bundle, so load changes
+        hit all alike. The bundles are pushed and loaded once (a pushed file must not replace a
+        loaded one)."""
         timers = {name: self._timers(bundle, name) for name, bundle in bundles.items()}
-        samples: dict[str, dict[str, list[float]]] = {n: {"update": [], "forward": []} for n in timers}
-        for _ in tqdm(range(self.repeats), desc=f"time on {self.transport.name}", unit="round", disable=None,
-                      leave=False):
-            for name, fns in timers.items():
-                for key, timer in fns.items():
-                    samples[name][key].append(1e3 * timer.time(number=self.number, repeat=1)[0])
-        return {name: {key: statistics.median(s) for key, s in per.items()} for name, per in samples.items()}
+        out = []
+        for run in range(runs):
+            samples: dict[str, dict[str, list[float]]] = {n: {"update": [], "forward": []} for n in timers}
+            for _ in tqdm(range(self.repeats), desc=f"time on {self.transport.name} ({run + 1}/{runs})",
+                          unit="round", disable=None, leave=False):
+                for name, fns in timers.items():
+                    for key, timer in fns.items():
+                        samples[name][key].append(1e3 * timer.time(number=self.number, repeat=1)[0])
+            out.append({name: {key: statistics.median(s) for key, s in per.items()} for name, per in samples.items()})
+        return out
 
-    def step_times(self, models: dict[str, Any], task: str) -> dict[str, dict[str, float]]:
-        """Compiled `update` and forward ms of each model, measured side by side in one run."""
+    def step_times(self, models: dict[str, Any], task: str, runs: int = 1) -> list[dict[str, dict[str, float]]]:
+        """Compiled `update` and forward ms of each model, measured side by side, in each of `runs`
+        independent runs (compiled once): how far a ratio moves between runs shows how reliable it is."""
         bundles = {name: self.compile(model, task) for name, model in
                    tqdm(models.items(), desc="compile for timing", unit="model", disable=None, leave=False)}
-        return self.time_bundles(bundles)
+        return self.time_bundles(bundles, runs)
 
     def latency(self, model: Any, task: str) -> float:
         """The search's resource: ms of one transfer-learning step plus one inference on the
@@ -118,7 +124,7 @@ class TargetClock:
         key = json.dumps(model.config, sort_keys=True)
         if key not in self._cache:
             bundle = self.compile(model, task)
-            times = self.time_bundles({f"probe-{len(self._cache)}": bundle})
+            times = self.time_bundles({f"probe-{len(self._cache)}": bundle})[0]
             shutil.rmtree(bundle)  # probes are many: keep the disk for the next
             self._cache[key] = sum(next(iter(times.values())).values())
         return self._cache[key]

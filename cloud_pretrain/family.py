@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,10 @@ ACCURACY_TOLERANCE = 0.01  # the figure's "no more than 1 point of accuracy lost
 HELD_OUT_FRACTION = 0.5
 SPLIT_SEED = 1234  # the search/held-out split, apart from the pretraining seed's draws
 COLUMNS = ("model", "budget", "resource", "search_accuracy", "accuracy", "param_bytes", "flops", "step_ms",
-           "forward_ms", "step_speedup", "config")
+           "forward_ms", "step_speedup", "step_speedup_runs", "config")
 
-StepTimer = Callable[[dict[str, StagedModel]], dict[str, dict[str, float]]]  # name -> {"update", "forward"} ms
+# one dict per timing run: name -> {"update", "forward"} ms, every model timed side by side in each run
+StepTimer = Callable[[dict[str, StagedModel]], list[dict[str, dict[str, float]]]]
 
 
 def split_validation(val: Buckets, held_out_fraction: float = HELD_OUT_FRACTION,
@@ -73,6 +75,17 @@ def _row(name: str, budget: str, resource: float, search_accuracy: float, accura
             "config": model.config}
 
 
+def add_step_times(rows: list[dict[str, Any]], runs: list[dict[str, dict[str, float]]]) -> None:
+    """Each row's step and forward ms (medians over the runs) and its speedup over the unpruned
+    row: the median of the runs' ratios, each taken within one side-by-side run, and every run's."""
+    for row in rows:
+        name = row["model"]
+        row["step_ms"] = statistics.median(run[name]["update"] for run in runs)
+        row["forward_ms"] = statistics.median(run[name]["forward"] for run in runs)
+        row["step_speedup_runs"] = [run["unpruned"]["update"] / run[name]["update"] for run in runs]
+        row["step_speedup"] = statistics.median(row["step_speedup_runs"])
+
+
 def write_table(rows: list[dict[str, Any]], out: Path, resource_name: str, unit: str) -> None:
     """`table.csv` and `table.md` with one row per model."""
     with open(out / "table.csv", "w", newline="") as f:
@@ -80,11 +93,18 @@ def write_table(rows: list[dict[str, Any]], out: Path, resource_name: str, unit:
         writer.writeheader()
         writer.writerows(rows)
     lines = [f"| model | budget | {resource_name} ({unit}) | search acc. | held-out acc. | param bytes | FLOPs | "
-             "step ms | forward ms | step speedup |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "step ms | forward ms | step speedup (range over timing runs) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['model']} | {r['budget']} | {r['resource']:.4g} | {r['search_accuracy']:.4f} | "
               f"{r['accuracy']:.4f} | {r['param_bytes']} | {r['flops']} | {r['step_ms']:.3f} | {r['forward_ms']:.3f} | "
-              f"{r['step_speedup']:.2f}x |" for r in rows]
+              f"{_speedups(r)} |" for r in rows]
     (out / "table.md").write_text("\n".join(lines) + "\n")
+
+
+def _speedups(row: dict[str, Any]) -> str:
+    """The median speedup, and the range over the timing runs when there were several."""
+    runs = row["step_speedup_runs"]
+    spread = f" ({min(runs):.2f}-{max(runs):.2f})" if len(runs) > 1 else ""
+    return f"{row['step_speedup']:.2f}x{spread}"
 
 
 def best_within_tolerance(rows: list[dict[str, Any]], tolerance: float = ACCURACY_TOLERANCE,
@@ -99,7 +119,7 @@ def family_summary(rows: list[dict[str, Any]], **context: Any) -> dict[str, Any]
     figure) and the model picked on the search split (what `build` compiles) with its held-out result."""
     best = best_within_tolerance(rows)
     picked = best_within_tolerance(rows, key="search_accuracy")
-    keys = ("model", "accuracy", "search_accuracy", "step_ms", "step_speedup")
+    keys = ("model", "accuracy", "search_accuracy", "step_ms", "step_speedup", "step_speedup_runs")
     return {**context, "tolerance": ACCURACY_TOLERANCE, "models": rows,
             "best_within_1pt": {k: best[k] for k in keys}, "best_within_1pt_speedup": best["step_speedup"],
             "picked_on_search_split": {k: picked[k] for k in keys}}
@@ -169,10 +189,7 @@ def prune_family(task: str, checkpoint: str | Path, resource_name: str, budgets:
         failure = err
     else:
         failure = None
-    times = step_timer({"unpruned": model, **members})
-    for row in rows:
-        row["step_ms"], row["forward_ms"] = times[row["model"]]["update"], times[row["model"]]["forward"]
-        row["step_speedup"] = times["unpruned"]["update"] / row["step_ms"]
+    add_step_times(rows, step_timer({"unpruned": model, **members}))
     write_table(rows, out, resource.name, resource.unit)
     summary = family_summary(rows, task=task, resource=resource.name, unit=resource.unit, **(context or {}),
                              search_examples=count_examples(search), held_out_examples=count_examples(held_out))

@@ -106,6 +106,19 @@ def test_local_transport_push_shell_sha256_and_run(tmp_path: Path, module_so: Pa
         phone.push(tmp_path / "nothing.so", "x.so")
 
 
+def test_a_push_over_a_loaded_module_leaves_it_running(tmp_path: Path, module_so: Path) -> None:
+    """The pushed copy replaces the file by rename: copying over a loaded shared object in place
+    crashed the process that had it loaded (a family timed twice re-pushed its bundles)."""
+    phone = LocalTransport(tmp_path / "phone")
+    phone.push(module_so, "tiny.so")
+    timer = phone.prepare("tiny.so", "forward_b1", ARGS)
+    other = tmp_path / "other.so"  # different bytes: copied in place, the loaded code would change under it
+    other.write_bytes(bytes(module_so.stat().st_size))
+    phone.push(other, "tiny.so")
+    assert len(timer.time(number=2, repeat=2)) == 2
+    assert sorted(p.name for p in (tmp_path / "phone").iterdir()) == ["tiny.so"]  # no partial copy left
+
+
 def test_adb_commands_are_built_for_the_serial(fake_adb: Path, tmp_path: Path, module_so: Path) -> None:
     phone = AdbTransport()  # the only ready device
     assert phone.serial == "FAKE0001"
