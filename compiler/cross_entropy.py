@@ -22,6 +22,7 @@ from tvm.relax.op.grad import no_grad
 from tvm.script import tirx as T
 
 from compiler.fastmath import fast_exp
+from compiler.schedules import PARALLEL_MIN_WORK
 
 # 16 lanes: one AVX-512 register, or two AVX2 (four NEON) whose exponentials run as independent
 # chains. Measured against 8 (10,002 classes, 16 rows, 1 thread): 0.096 against 0.063 ms on
@@ -37,12 +38,13 @@ def cross_entropy_kernel(rows: int, classes: int) -> tvm.tirx.PrimFunc:
     """
     body = classes // LANES * LANES
     vectors, scale = body // LANES, 1.0 / rows
+    row_loop = T.parallel if rows * classes >= PARALLEL_MIN_WORK else T.serial
 
     @T.prim_func(private=True)
     def softmax_cross_entropy(z: T.Buffer((rows, classes), "float32"), labels: T.Buffer((rows,), "int64"),
                               dz: T.Buffer((rows, classes), "float32"), lse: T.Buffer((rows,), "float32")):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        for r in T.parallel(rows):
+        for r in row_loop(rows):
             acc = T.alloc_buffer((LANES,), "float32", scope="local")
             top = T.alloc_buffer((1,), "float32", scope="local")
             total = T.alloc_buffer((1,), "float32", scope="local")

@@ -17,7 +17,8 @@ A fused kernel is scheduled around its main block (its one reduction, or its las
 - what follows the main block (bias, the optimizer's step) runs in the main block's loop, on
   each output tile while it is in cache;
 - a kernel of several reductions over rows (log_softmax: max, sum, output) runs row by row in one
-  parallel loop.
+  parallel loop;
+- a kernel too small to pay for waking the thread pool (PARALLEL_MIN_WORK) gets no parallel loop.
 Kernels MetaSchedule already scheduled are left as they are.
 """
 from __future__ import annotations
@@ -35,6 +36,11 @@ ROW_BLOCK = 4  # rows of the input per load of a weight vector (4 accumulators i
 # image's 1280-wide one 0.058 against 0.039 ms the other way).
 SHORT_ROW = 512
 COLUMN_BLOCK = 8  # columns per task of a row-vectorised x @ W.T: 8 x 2 vectors of sums in registers
+# A parallel loop wakes the thread pool: about 4 us a kernel at 2 threads with a passive wait
+# (TVM_THREAD_POOL_SPIN_COUNT=0), 1.7 us spinning, measured here on an empty 64-element loop. A
+# kernel whose main block runs fewer times than this (a bias's SGD step, a 62-class loss) stays on
+# the calling thread.
+PARALLEL_MIN_WORK = 1 << 15
 DATA_PAR, REDUCE = tvm.tirx.IterVar.DataPar, tvm.tirx.IterVar.CommReduce
 
 
@@ -69,30 +75,31 @@ def schedule_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target | None = 
         blocks = _blocks(sch)
         reductions = [b for b in blocks if not _is_spatial(sch, b)]
         if len(reductions) > 1:
-            scheduled = _schedule_rows(sch, blocks)
+            scheduled = _schedule_rows(sch, blocks, max(map(_iterations(sch), blocks)) >= PARALLEL_MIN_WORK)
         else:
             main = reductions[0] if reductions else blocks[-1]
             if blocks.index(main) != 0:
                 return None  # spatial blocks before the main one that could not be inlined
             epilogue = blocks[1:]
+            spread = _iterations(sch)(main) >= PARALLEL_MIN_WORK
             if _is_dot_product(sch, main):
                 columns = sch.copy()  # the rule may fail half-way: the lanes rule then starts afresh
                 try:
-                    scheduled = _schedule_column_block(columns, main, epilogue, register_floats(target))
+                    scheduled = _schedule_column_block(columns, main, epilogue, register_floats(target), spread)
                 except (ValueError, RuntimeError):
                     scheduled = False
                 if scheduled:
                     sch = columns
                 else:
-                    scheduled = _schedule_dot_product(sch, main, epilogue)
+                    scheduled = _schedule_dot_product(sch, main, epilogue, spread)
             else:
-                scheduled = _schedule_spatial(sch, main, epilogue)
+                scheduled = _schedule_spatial(sch, main, epilogue, spread)
     except (ValueError, RuntimeError):  # tvm_ffi raises these (InternalError is a RuntimeError)
         return None
     return sch.mod["main"].with_attr("tirx.is_scheduled", True) if scheduled else None
 
 
-def _schedule_dot_product(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV]) -> bool:
+def _schedule_dot_product(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV], spread: bool) -> bool:
     """Vector partial sums in registers, lanes summed once per output, the epilogue after each."""
     *spatial, k = sch.get_loops(block)
     if not spatial:
@@ -119,7 +126,8 @@ def _schedule_dot_product(sch: Schedule, block: SBlockRV, epilogue: list[SBlockR
     for row in rows:
         sch.unroll(row)
     sch.vectorize(lanes)
-    sch.parallel(tiles)
+    if spread:
+        sch.parallel(tiles)
     _decompose(sch, partial, k_outer)
     return True
 
@@ -131,7 +139,8 @@ def register_floats(target: tvm.target.Target | None) -> int:
     return 16 if "avx512f" in codegen.llvm_get_cpu_features(target) else VECTOR_LANES
 
 
-def _schedule_column_block(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV], register: int) -> bool:
+def _schedule_column_block(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV], register: int,
+                           spread: bool) -> bool:
     """`x @ W.T` for a batch of rows that fills whole vectors and a short reduction: the rows are
     the lanes. x is transposed once per call (it is small), each task takes COLUMN_BLOCK columns
     of W, and for every k one broadcast element of W times a vector of rows adds into each
@@ -170,12 +179,13 @@ def _schedule_column_block(sch: Schedule, block: SBlockRV, epilogue: list[SBlock
     sch.unroll(inner_columns)
     sch.unroll(row_vectors)
     sch.vectorize(lanes)
-    sch.parallel(tiles)
+    if spread:
+        sch.parallel(tiles)
     sch.decompose_reduction(block, k)
     return True
 
 
-def _schedule_spatial(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV]) -> bool:
+def _schedule_spatial(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV], spread: bool) -> bool:
     """The output's innermost axis innermost (vectorised where the lanes divide it, the reductions
     around each vector), the other spatial axes one parallel loop, the epilogue after each of its
     iterations."""
@@ -208,7 +218,8 @@ def _schedule_spatial(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV]) 
             sch.reorder(outer, *reductions, lanes)
         sch.vectorize(lanes)
         outermost = outer if order[0] == position else outermost
-    sch.parallel(outermost)
+    if spread:
+        sch.parallel(outermost)
     if reductions:
         _decompose(sch, block, reductions[0])
     return True
@@ -233,7 +244,7 @@ def _decompose(sch: Schedule, block: SBlockRV, loop: LoopRV) -> None:
         _try(sch.vectorize, inner)
 
 
-def _schedule_rows(sch: Schedule, blocks: list[SBlockRV]) -> bool:
+def _schedule_rows(sch: Schedule, blocks: list[SBlockRV], spread: bool) -> bool:
     """Every block computed row by row inside the first output block's outermost (parallel) loop
     (the last block's, but for a kernel with two outputs, one read by the other); in each, a spatial
     axis that fills whole vectors (compiler/graph.py's partial results per lane) goes inside the
@@ -261,7 +272,8 @@ def _schedule_rows(sch: Schedule, blocks: list[SBlockRV]) -> bool:
             lanes_inside.append((block, reduction[0]))
     for block in blocks[at:]:
         _vectorize_row(sch, block)
-    sch.parallel(row)
+    if spread:
+        sch.parallel(row)
     for block, reduction in lanes_inside:
         _decompose(sch, block, reduction)
     return True
@@ -301,6 +313,16 @@ def _is_dot_product(sch: Schedule, block: SBlockRV) -> bool:
 
 def _is_spatial(sch: Schedule, block: SBlockRV) -> bool:
     return all(v.iter_type == DATA_PAR for v in sch.get(block).iter_vars)
+
+
+def _iterations(sch: Schedule):
+    """block -> how many times its body runs (the product of its loops' extents)."""
+    def count(block: SBlockRV) -> int:
+        total = 1
+        for loop in sch.get_loops(block):
+            total *= _extent(sch, loop)
+        return total
+    return count
 
 
 def _extent(sch: Schedule, loop: LoopRV) -> int:

@@ -71,7 +71,7 @@ def test_a_batch_of_rows_is_the_vector_lanes_where_the_reduction_is_short(m, n, 
     if rows_are_lanes and m == 16:
         sch = Schedule(_nt_matmul_add(m, n, k))
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        assert schedules._schedule_dot_product(sch, blocks[0], [blocks[1]])
+        assert schedules._schedule_dot_product(sch, blocks[0], [blocks[1]], True)
         lanes = _build(sch.mod["main"])
         args = [tvm.runtime.tensor(v) for v in (a, b, bias, np.zeros((m, n), "float32"))]
         times = [lib.time_evaluator("main", tvm.cpu(), number=20, repeat=7)(*args).median for lib in (lanes, fast)]
@@ -103,6 +103,23 @@ def test_rows_fill_one_avx512_register_where_they_divide_it(m, lanes):
         out = tvm.runtime.tensor(np.zeros((m, 1002), "float32"))
         lib["main"](*[tvm.runtime.tensor(v) for v in (a, b, bias)], out)
         np.testing.assert_allclose(out.numpy(), a @ b.T + bias, rtol=1e-4, atol=1e-4)
+
+
+def test_a_kernel_too_small_for_the_thread_pool_stays_on_the_calling_thread():
+    """Waking the pool costs microseconds: a 62-class head's kernels run serial, exact all the
+    same; nwp-sized ones stay parallel. The loss kernel follows the same rule."""
+    from compiler.cross_entropy import cross_entropy_kernel
+
+    rng = np.random.default_rng(1)
+    for n, parallel in ((62, False), (1002, True)):
+        assert (16 * n * 16 >= schedules.PARALLEL_MIN_WORK) == parallel  # the premise: rows x columns x reduction
+        scheduled = schedule_kernel(_nt_matmul_add(16, n, 16))
+        assert ("T.parallel" in scheduled.script()) == parallel
+        a, b, bias = (rng.standard_normal(s).astype("float32") for s in ((16, 16), (n, 16), (n,)))
+        np.testing.assert_allclose(_run(scheduled, a, b, bias, out_shape=(16, n))[1], a @ b.T + bias,
+                                   rtol=1e-4, atol=1e-4)
+    assert "T.parallel" not in cross_entropy_kernel(16, 62).script()
+    assert "T.parallel" in cross_entropy_kernel(16, 10002).script()
 
 
 def test_fused_training_kernels_keep_results_exact():
