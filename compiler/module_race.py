@@ -50,7 +50,7 @@ def race_modules(default: Mapping[str, tvm.IRModule], tuned: Mapping[str, tvm.IR
     against its tuned build, on this machine."""
     races = {}
     for key, mod in tuned.items():
-        entries = list(called[key]) if called is not None else _public(mod)
+        entries = list(called[key]) if called is not None else public_names(mod)
         if not entries or _scheduled_kernels(mod) == _scheduled_kernels(default[key]):
             continue
         vms = [relax.VirtualMachine(tvm.compile(schedule_module(m, target), target=target), tvm.cpu())
@@ -66,7 +66,8 @@ def race_modules(default: Mapping[str, tvm.IRModule], tuned: Mapping[str, tvm.IR
     return races
 
 
-def _public(mod: tvm.IRModule) -> list[str]:
+def public_names(mod: tvm.IRModule) -> list[str]:
+    """The module's entry points: the Relax functions a caller can look up by name."""
     return [gv.name_hint for gv, f in mod.functions.items()
             if isinstance(f, relax.Function) and f.attrs is not None and "global_symbol" in f.attrs]
 

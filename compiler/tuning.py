@@ -38,7 +38,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
-from compiler.module_race import ModuleRace, race_modules
+from compiler.module_race import ModuleRace, public_names, race_modules
 from compiler.ms_builder import PersistentPoolBuilder, import_tensor_intrinsics
 from device_runtime.files import atomic_write_bytes, cache_dir
 
@@ -411,10 +411,9 @@ def _hand_scheduled(mod: tvm.IRModule) -> bool:
 
 def _only_entries(mod: tvm.IRModule, entries: Sequence[str]) -> tvm.IRModule:
     """`mod` without the public functions not in `entries`."""
-    out = tvm.IRModule(attrs=mod.attrs)
+    out, public = tvm.IRModule(attrs=mod.attrs), set(public_names(mod))
     for gvar, func in mod.functions.items():
-        public = isinstance(func, relax.Function) and func.attrs is not None and "global_symbol" in func.attrs
-        if public and gvar.name_hint not in entries:
+        if gvar.name_hint in public and gvar.name_hint not in entries:
             continue
         out[gvar] = func
     return out

@@ -65,6 +65,13 @@ def test_side_by_side_timing_ranks_a_slower_function_slower():
     assert times["slow"] >= 2.0 > times["fast"]
 
 
+def test_side_by_side_rounds_rotate_so_no_function_always_follows_the_same_one():
+    calls: list[str] = []
+    time_side_by_side({name: (lambda n=name: calls.append(n)) for name in "abc"}, warmup=0, repeats=3, block=1,
+                      progress=False)
+    assert "".join(calls) == "abcbcacab"
+
+
 def test_bad_thread_count_is_one_clear_error(capsys):
     assert main(["bench", "compiler", "--task", "image", "--threads", "0"]) == 2
     assert "--threads must be >= 1" in capsys.readouterr().err
