@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
-from tvm.target import codegen
 from tvm.s_tir.schedule import LoopRV, SBlockRV, Schedule
+from tvm.target import codegen
 
 VECTOR_LANES = 8  # fp32 lanes of AVX2 (and two NEON registers); 16 measured slower on AVX-512
 OUTER_TILE = 16  # output columns per parallel task: 16 rows of a 128-wide weight fit in L1
@@ -75,13 +75,13 @@ def schedule_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target | None = 
         blocks = _blocks(sch)
         reductions = [b for b in blocks if not _is_spatial(sch, b)]
         if len(reductions) > 1:
-            scheduled = _schedule_rows(sch, blocks, max(map(_iterations(sch), blocks)) >= PARALLEL_MIN_WORK)
+            scheduled = _schedule_rows(sch, blocks, max(_iterations(sch, b) for b in blocks) >= PARALLEL_MIN_WORK)
         else:
             main = reductions[0] if reductions else blocks[-1]
             if blocks.index(main) != 0:
                 return None  # spatial blocks before the main one that could not be inlined
             epilogue = blocks[1:]
-            spread = _iterations(sch)(main) >= PARALLEL_MIN_WORK
+            spread = _iterations(sch, main) >= PARALLEL_MIN_WORK
             if _is_dot_product(sch, main):
                 columns = sch.copy()  # the rule may fail half-way: the lanes rule then starts afresh
                 try:
@@ -315,14 +315,12 @@ def _is_spatial(sch: Schedule, block: SBlockRV) -> bool:
     return all(v.iter_type == DATA_PAR for v in sch.get(block).iter_vars)
 
 
-def _iterations(sch: Schedule):
-    """block -> how many times its body runs (the product of its loops' extents)."""
-    def count(block: SBlockRV) -> int:
-        total = 1
-        for loop in sch.get_loops(block):
-            total *= _extent(sch, loop)
-        return total
-    return count
+def _iterations(sch: Schedule, block: SBlockRV) -> int:
+    """How many times the block's body runs: the product of its loops' extents."""
+    total = 1
+    for loop in sch.get_loops(block):
+        total *= _extent(sch, loop)
+    return total
 
 
 def _extent(sch: Schedule, loop: LoopRV) -> int:
