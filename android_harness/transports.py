@@ -112,7 +112,7 @@ def copy_file(local: Path, target: Path) -> None:
     """A push onto a device whose storage is a directory here (local, or an emulator's). The copy
     lands under a temporary name and is renamed over the target: a shared object loaded from the
     old file keeps its pages (copying over it in place crashes the process using it), and a killed
-    push leaves no half-written file."""
+    push leaves no half-written file under the target's name (the next push overwrites the partial)."""
     local = Path(local)
     if not local.is_file():
         raise FileNotFoundError(f"cannot push {local}: no such file")

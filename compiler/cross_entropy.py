@@ -3,8 +3,9 @@
 Relax's Gradient of nll_loss(log_softmax(z)) makes six passes over the [batch, classes] logits
 (log_softmax, the one-hot NLL gradient, its row sums, the log_softmax gradient with its
 exponentials, a transpose): at nwp's 10,002 classes about 0.4 ms of every step, whatever the size
-of the model before it. Here one hand-scheduled kernel takes each row (rows in parallel) through
-three vectorised passes: its maximum; its exponentials, written into dz's row as they are summed;
+of the model before it. Here one hand-scheduled kernel takes each row (rows in parallel where
+the logits are work enough to pay for the thread pool, schedules.PARALLEL_MIN_WORK) through three
+vectorised passes: its maximum; its exponentials, written into dz's row as they are summed;
 that row scaled into dz = (softmax(z) - one_hot(labels)) / batch. Each element gets one
 exponential (the costly part; a TE version inlined it into both its readers). The kernel also
 writes each row's logsumexp, from which the loss is mean(logsumexp - z[label]).
