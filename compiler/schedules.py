@@ -36,11 +36,13 @@ ROW_BLOCK = 4  # rows of the input per load of a weight vector (4 accumulators i
 # image's 1280-wide one 0.058 against 0.039 ms the other way).
 SHORT_ROW = 512
 COLUMN_BLOCK = 8  # columns per task of a row-vectorised x @ W.T: 8 x 2 vectors of sums in registers
-# A parallel loop wakes the thread pool: about 4 us a kernel at 2 threads with a passive wait
-# (TVM_THREAD_POOL_SPIN_COUNT=0), 1.7 us spinning, measured here on an empty 64-element loop. A
-# kernel whose main block runs fewer times than this (a bias's SGD step, a 62-class loss) stays on
-# the calling thread.
-PARALLEL_MIN_WORK = 1 << 15
+# A parallel loop wakes the thread pool. With a passive wait (TVM_THREAD_POOL_SPIN_COUNT=0) that is
+# a futex wake of a sleeping core: 13-35 us a kernel at 2 threads on the 2-core VM of 2026-12-02 (an
+# empty 64-element loop; 3 us spinning), 4 us on an earlier host. A kernel whose main block runs
+# fewer than 2M times (under about 50 us on one core) stays on the calling thread: at 2 threads
+# image's update step went 0.149 -> 0.120 ms and nwp's batch-1 forward 0.34 -> 0.27 ms against
+# 1 << 15, image's forward 1.83 -> 1.95 ms (a one-off script, side by side, 60 rounds).
+PARALLEL_MIN_WORK = 1 << 21
 DATA_PAR, REDUCE = tvm.tirx.IterVar.DataPar, tvm.tirx.IterVar.CommReduce
 
 

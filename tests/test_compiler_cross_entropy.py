@@ -55,7 +55,7 @@ def test_the_logits_gradient_is_one_scheduled_kernel_and_the_seed_costs_no_pass(
         sorted(kernels)
     # 10,002 = 625 x 16 + 2: the gradient's columns are a vector loop and a loop of their own
     script = kernels["softmax_cross_entropy"].script()
-    assert re.search(r"T\.parallel\((T\.int64\()?16\b", script)
+    assert re.search(r"for \w+ in range\((T\.int64\()?16\)", script)  # 160K iterations: serial
     assert len(re.findall(rf"T\.vectorized\((T\.int64\()?{LANES}\b", script)) >= 5  # max, exp-sum, inits, dz
     assert re.search(r"range\((T\.int64\()?10000\)?, (T\.int64\()?10002\b", script)  # the tail loop
 
