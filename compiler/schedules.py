@@ -31,10 +31,12 @@ from tvm.target import codegen
 VECTOR_LANES = 8  # fp32 lanes of AVX2 (and two NEON registers); 16 measured slower on AVX-512
 OUTER_TILE = 16  # output columns per parallel task: 16 rows of a 128-wide weight fit in L1
 ROW_BLOCK = 4  # rows of the input per load of a weight vector (4 accumulators in registers)
-# An output row this short stays in L1 over the reductions: summing into it there beat summing each
-# vector in a register (measured, 2 threads: nwp's 128-wide weight gradient 0.39 against 0.58 ms;
-# image's 1280-wide one 0.058 against 0.039 ms the other way).
+# An output row this short stays in L1 over the reductions of `_schedule_spatial`: summing into it
+# there beat summing each vector in a register (measured, 2 threads, before weight gradients had
+# `_schedule_outer_product`: nwp's 128-wide one 0.39 against 0.58 ms; image's 1280-wide one 0.058
+# against 0.039 ms the other way). Also the longest reduction the register-blocked rules take.
 SHORT_ROW = 512
+LONG_ROW = 4096  # the longest reduction whose rows-as-lanes dot products fill 16-lane registers
 COLUMN_BLOCK = 8  # columns per task of a row-vectorised x @ W.T: 8 x 2 vectors of sums in registers
 # A parallel loop wakes the thread pool. With a passive wait (TVM_THREAD_POOL_SPIN_COUNT=0) that is
 # a futex wake of a sleeping core: 13-35 us a kernel at 2 threads on the 2-core VM of 2026-12-02 (an
@@ -43,6 +45,11 @@ COLUMN_BLOCK = 8  # columns per task of a row-vectorised x @ W.T: 8 x 2 vectors 
 # image's update step went 0.149 -> 0.120 ms and nwp's batch-1 forward 0.34 -> 0.27 ms against
 # 1 << 15, image's forward 1.83 -> 1.95 ms (a one-off script, side by side, 60 rounds).
 PARALLEL_MIN_WORK = 1 << 21
+ACCUMULATORS = 8  # vectors of sums kept in registers: half of AVX2's 16 (AVX-512 has 32: twice as many)
+# TVM 0.27 puts a constant-size global buffer under this many bytes on the stack (LowerTVMBuiltin's
+# kMaxStackAlloca); a larger one, or any "local" one, costs a workspace allocation and free per task:
+# nwp's weight gradient with 2 x 8 vectors of sums (1,024 bytes) took 0.58 against 0.47 ms with 8.
+STACK_BYTES = 1024
 DATA_PAR, REDUCE = tvm.tirx.IterVar.DataPar, tvm.tirx.IterVar.CommReduce
 
 
@@ -85,20 +92,30 @@ def schedule_kernel(func: tvm.tirx.PrimFunc, target: tvm.target.Target | None = 
             epilogue = blocks[1:]
             spread = _iterations(sch, main) >= PARALLEL_MIN_WORK
             if _is_dot_product(sch, main):
-                columns = sch.copy()  # the rule may fail half-way: the lanes rule then starts afresh
-                try:
-                    scheduled = _schedule_column_block(columns, main, epilogue, register_floats(target), spread)
-                except (ValueError, RuntimeError):
-                    scheduled = False
+                scheduled = _try_rule(sch, _schedule_column_block, main, epilogue, register_floats(target), spread)
                 if scheduled:
-                    sch = columns
+                    sch = scheduled
                 else:
                     scheduled = _schedule_dot_product(sch, main, epilogue, spread)
             else:
-                scheduled = _schedule_spatial(sch, main, epilogue, spread)
+                scheduled = _try_rule(sch, _schedule_outer_product, main, epilogue, register_floats(target), spread)
+                if scheduled:
+                    sch = scheduled
+                else:
+                    scheduled = _schedule_spatial(sch, main, epilogue, spread)
     except (ValueError, RuntimeError):  # tvm_ffi raises these (InternalError is a RuntimeError)
         return None
     return sch.mod["main"].with_attr("tirx.is_scheduled", True) if scheduled else None
+
+
+def _try_rule(sch: Schedule, rule, block: SBlockRV, *args) -> Schedule | None:
+    """`rule` applied to a copy of `sch`: the copy where it applied, else None (a rule may fail
+    half-way, and the next rule then starts afresh)."""
+    trial = sch.copy()
+    try:
+        return trial if rule(trial, block, *args) else None
+    except (ValueError, RuntimeError):
+        return None
 
 
 def _schedule_dot_product(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV], spread: bool) -> bool:
@@ -151,13 +168,16 @@ def _schedule_column_block(sch: Schedule, block: SBlockRV, epilogue: list[SBlock
     sums than in the products (nwp's FC at rank 16, 1 thread: 0.29 against 0.11 ms).
     Where the rows fill the target's `register` (16 lanes of AVX-512), a vector is one register and
     16 columns' sums take 16 of its 32: 0.157 against 0.121 ms for that FC; on AVX2 two registers
-    per vector and 8 columns (16 of its 16 registers) is the most that does not spill."""
+    per vector and 8 columns (16 of its 16 registers) is the most that does not spill. A long
+    reduction (image's classifier: 1,280) suits 16 lanes too (0.044 -> 0.037 ms), not 8 (0.046 ->
+    0.051 ms built for AVX2), where the lanes rule keeps it."""
     loops = sch.get_loops(block)
     iters = list(sch.get(block).iter_vars)
     if len(loops) != 3 or len(iters) != 3:
         return False
     rows, columns, k = loops
-    if _extent(sch, rows) % VECTOR_LANES or not 0 < _extent(sch, k) <= SHORT_ROW:
+    wide = register > VECTOR_LANES and _extent(sch, rows) % register == 0
+    if _extent(sch, rows) % VECTOR_LANES or not 0 < _extent(sch, k) <= (LONG_ROW if wide else SHORT_ROW):
         return False
     row_var = iters[0].var
     x_index = next((i for i, r in enumerate(sch.get(block).reads)
@@ -185,6 +205,58 @@ def _schedule_column_block(sch: Schedule, block: SBlockRV, epilogue: list[SBlock
         sch.parallel(tiles)
     sch.decompose_reduction(block, k)
     return True
+
+
+def _schedule_outer_product(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV], register: int,
+                            spread: bool) -> bool:
+    """`out[i, j] = sum_r a[.., i] * b[r, j]` over a short reduction (`dY.T @ X`, every linear
+    layer's weight gradient, whose reduction is the batch) with its epilogue (the optimizer's
+    step): the sums of a block of output rows and columns stay in registers over the whole
+    reduction (ACCUMULATORS vectors), each a[r, i] broadcast times a vector of b's row r, and the
+    epilogue writes the block while the sums are still there. Summing into the output in memory
+    (`_schedule_spatial`) kept a full-size intermediate and a load and a store around every
+    product. Kernel alone with its SGD step, 1 thread, on AVX-512: nwp's 10,002 x 128 gradient
+    0.50 -> 0.46 ms, image's 62 x 1,280 one 0.055 -> 0.029 ms."""
+    stmt = sch.get(block)
+    loops, iters = sch.get_loops(block), list(stmt.iter_vars)
+    if len(loops) != 3 or [v.iter_type for v in iters] != [DATA_PAR, DATA_PAR, REDUCE] or len(stmt.reads) != 2:
+        return False
+    i_var, j_var, r_var = (v.var for v in iters)
+    write = [r.min for r in stmt.writes[0].region]
+    if len(write) != 2 or not (write[0].same_as(i_var) and write[1].same_as(j_var)):
+        return False
+    indices = [[r.min for r in region.region] for region in stmt.reads]
+    if not any(len(ix) == 2 and ix[0].same_as(r_var) and ix[1].same_as(j_var) for ix in indices):
+        return False  # no input read as rows of the reduction with the output's columns contiguous
+    i_loop, j_loop, r_loop = loops
+    columns, depth = _extent(sch, j_loop), _extent(sch, r_loop)
+    lanes = register if columns % register == 0 else VECTOR_LANES
+    if columns % lanes or not 0 < depth <= SHORT_ROW:
+        return False
+    budget = min(ACCUMULATORS * (2 if register > VECTOR_LANES else 1), STACK_BYTES // 4 // lanes - 1)
+    vectors = max(v for v in range(1, min(columns // lanes, budget) + 1) if (columns // lanes) % v == 0)
+    rows = budget // vectors if _extent(sch, i_loop) % (budget // vectors) == 0 else 1
+    chunks, vector, lane = sch.split(j_loop, [None, vectors, lanes])
+    row_blocks, row = sch.split(i_loop, [None, rows])
+    sch.reorder(chunks, row_blocks, r_loop, row, vector, lane)
+    tiles = sch.fuse(chunks, row_blocks)  # the outermost loop; the sums: a global buffer of a tile, on the stack
+    for stage in epilogue:
+        sch.reverse_compute_at(stage, tiles)
+        *stage_rows, stage_columns = sch.get_loops(stage)[1:]  # a row loop of 1 is left out
+        _unroll_vectorize(sch, [*stage_rows, *sch.split(stage_columns, [None, lanes])])
+    _unroll_vectorize(sch, [row, vector, lane])
+    if spread:
+        sch.parallel(tiles)
+    init = sch.decompose_reduction(block, r_loop)
+    _unroll_vectorize(sch, sch.get_loops(init)[1:])
+    return True
+
+
+def _unroll_vectorize(sch: Schedule, loops: list[LoopRV]) -> None:
+    """The last loop vectorised, the others unrolled: one tile's registers, indexed by constants."""
+    for loop in loops[:-1]:
+        sch.unroll(loop)
+    sch.vectorize(loops[-1])
 
 
 def _schedule_spatial(sch: Schedule, block: SBlockRV, epilogue: list[SBlockRV], spread: bool) -> bool:
