@@ -45,6 +45,8 @@ def test_json_has_the_figures_and_a_chart(bench_result):
     assert figures["update_gflops"] == pytest.approx(result["update_flops"] / (ms["update"]["tvm_untuned"] * 1e6))
     assert result["update_flops"] > 0 and result["wait_policy"]["TVM_THREAD_POOL_SPIN_COUNT"] == "0"
     assert result["compile_seconds"]["tvm_untuned"] > 0
+    peak = result["peak"]["1"]  # measured: no compiled step can run faster than independent FMAs
+    assert 0 < figures["update_gflops"] < peak["gflops"] and peak["cores"] == 1
     assert json_path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,0 +1,49 @@
+"""This CPU's measured FP32 peak: what no kernel can beat, for the benchmark's share-of-peak figures.
+
+The nominal peak (cores x 32 FLOP a cycle x the clock /proc/cpuinfo reports) is wrong both ways on
+a VM: the core boosts above the reported clock (110 measured against 83 nominal GFLOP/s on one
+core of the 2-core EPYC VM of 2026-12-04), and two vCPUs may share one physical core's FMA units.
+This kernel keeps ACCUMULATORS independent FMA chains in registers at the target's vector width,
+one task a thread, so its rate is the most a compiled kernel can reach here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm.script import tirx as T
+
+from compiler.schedules import register_floats
+
+ACCUMULATORS = 10  # independent chains: enough to cover the FMA latency, few enough for AVX2's 16 registers
+ITERATIONS = 1_000_000  # per task: about 3 ms on one core, so waking the pool (up to 0.1 ms) hardly counts
+
+
+def _fma_kernel(tasks: int, lanes: int) -> tvm.tirx.PrimFunc:
+    @T.prim_func(s_tir=True)
+    def fma_chains(x: T.Buffer((2, lanes), "float32"), out: T.Buffer((tasks, ACCUMULATORS, lanes), "float32")):
+        for t in T.parallel(tasks):
+            with T.sblock("task"):
+                acc = T.sblock_alloc_buffer((ACCUMULATORS, lanes), "float32")
+                for v in T.unroll(ACCUMULATORS):
+                    for lane in T.vectorized(lanes):
+                        acc[v, lane] = x[1, lane] * T.float32(v)
+                for _ in range(ITERATIONS):
+                    for v in T.unroll(ACCUMULATORS):
+                        for lane in T.vectorized(lanes):
+                            acc[v, lane] = acc[v, lane] * x[0, lane] + x[1, lane]
+                for v in T.unroll(ACCUMULATORS):
+                    for lane in T.vectorized(lanes):
+                        out[t, v, lane] = acc[v, lane]
+
+    return fma_chains
+
+
+def measured_peak_gflops(target: tvm.target.Target, threads: int, repeats: int = 5) -> float:
+    """GFLOP/s of `threads` tasks of independent FMAs on TVM's thread pool (sized by the caller),
+    the median of `repeats` timings."""
+    lanes = register_floats(target)
+    lib = tvm.tirx.build(_fma_kernel(threads, lanes), target=target)
+    x = tvm.runtime.tensor(np.array([[0.999] * lanes, [0.001] * lanes], "float32"))  # converges: no overflow
+    out = tvm.runtime.tensor(np.zeros((threads, ACCUMULATORS, lanes), "float32"))
+    seconds = lib.time_evaluator(lib.entry_name, tvm.cpu(), number=3, repeat=repeats)(x, out).median
+    return threads * ITERATIONS * ACCUMULATORS * lanes * 2 / seconds / 1e9
