@@ -231,7 +231,7 @@ def _schedule_outer_product(sch: Schedule, block: SBlockRV, epilogue: list[SBloc
     i_loop, j_loop, r_loop = loops
     columns, depth = _extent(sch, j_loop), _extent(sch, r_loop)
     lanes = register if columns % register == 0 else VECTOR_LANES
-    if columns % lanes or not 0 < depth <= SHORT_ROW:
+    if not columns or columns % lanes or not 0 < depth <= SHORT_ROW:
         return False
     budget = min(ACCUMULATORS * (2 if register > VECTOR_LANES else 1), STACK_BYTES // 4 // lanes - 1)
     vectors = max(v for v in range(1, min(columns // lanes, budget) + 1) if (columns // lanes) % v == 0)

@@ -95,6 +95,9 @@ def test_profile_lists_each_modules_kernels_with_their_shares(bench_result):
         assert [row["ms"] for row in rows] == sorted((row["ms"] for row in rows), reverse=True)
         assert all(row["calls"] >= 1 for row in rows)
     kernels = {row["name"] for row in profile["update"]}
+    for row in profile["update"]:  # the module's kernels are also timed alone; the runtime's builtins are not
+        assert (row["alone_ms"] is None) == row["name"].startswith("vm.builtin."), row
+        assert row["alone_ms"] is None or row["alone_ms"] > 0, row
     # the weight gradient and its SGD step are one kernel (compiler/graph.py inlines the optimizer)
     assert any(name.startswith("fused_TN_matmul") and "_multiply" in name and "_subtract" in name
                for name in kernels), kernels
