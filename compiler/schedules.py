@@ -10,10 +10,13 @@ A fused kernel is scheduled around its main block (its one reduction, or its las
   every linear layer becomes) keeps a vector of partial sums for each of 4 rows in registers
   (the lanes are summed at the end, so floats are not reassociated across lanes) over tiles of
   output columns whose weights fit in L1, the tiles parallel;
-- any other main block whose output's innermost axis is spatial (elementwise ops, convolutions,
-  the weight gradient `dY.T @ X`): that axis becomes the innermost loop, vectorised when the
-  vector width divides it, the reductions outside the row (a long row: around each vector, whose
-  sums stay in a register), the other spatial axes one parallel loop;
+- the weight gradient `dY.T @ X` (a short reduction over the batch, the output's columns
+  contiguous in X): a tile of sums in registers over the whole reduction, the optimizer's step
+  written from them;
+- any other main block whose output's innermost axis is spatial (elementwise ops, convolutions):
+  that axis becomes the innermost loop, vectorised when the vector width divides it, the
+  reductions outside the row (a long row: around each vector, whose sums stay in a register),
+  the other spatial axes one parallel loop;
 - what follows the main block (bias, the optimizer's step) runs in the main block's loop, on
   each output tile while it is in cache;
 - a kernel of several reductions over rows (log_softmax: max, sum, output) runs row by row in one
