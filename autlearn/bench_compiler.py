@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from autlearn.fma_peak import measured_peak_gflops
+from autlearn.cpu_limits import measured_peak_gflops, parallel_wake_us
 from autlearn.kernel_profile import profile_function
 from autlearn.torch_step import TorchHeadStep
 from compiler.api import TUNING_SUMMARY, compile_bundle
@@ -135,15 +135,18 @@ def update_flops(trainable: nn.Module, cut: torch.Tensor, labels: torch.Tensor) 
 
 
 def peak_gflops(threads: int) -> dict[str, Any]:
-    """This machine's FP32 peak for `threads` cores: measured (autlearn/fma_peak.py, TVM's pool
+    """This machine's FP32 peak for `threads` cores: measured (autlearn/cpu_limits.py, TVM's pool
     sized to `threads` already), and nominal, cores x 32 FLOP per cycle (two 8-lane FMA units) x
-    the clock that /proc/cpuinfo reports, which a VM's boost and shared cores make wrong."""
+    the clock that /proc/cpuinfo reports, which a VM's boost and shared cores make wrong; with the
+    microseconds a parallel loop costs beyond its work at this thread count and wait policy."""
     clocks = [float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
               if line.startswith("cpu MHz")] if Path("/proc/cpuinfo").is_file() else []
     ghz = max(clocks) / 1e3 if clocks else None
+    target = resolve_target("host").tvm_target()
     return {"cores": threads, "flop_per_cycle": 32, "clock_ghz": ghz,
             "nominal_gflops": threads * 32 * ghz if ghz else None,
-            "gflops": measured_peak_gflops(resolve_target("host").tvm_target(), threads)}
+            "gflops": measured_peak_gflops(target, threads),
+            "parallel_wake_us": parallel_wake_us(target, threads) if threads > 1 else 0.0}
 
 
 def _speedups(ms: dict[str, dict[str, float]], variant: str, flops: int) -> dict[str, float]:
@@ -324,6 +327,10 @@ def markdown_tables(result: dict[str, Any], command: str) -> str:
             f"{r['ships']} build ships" for key, r in races.items()) + ".", ""]
     for n, ms in result["ms"].items():
         names = list(ms["update"])
+        wake = result["peak"][n].get("parallel_wake_us")
+        lines += [f"At {n} thread(s): measured peak {peak[n]:.0f} GFLOP/s"
+                  + (f"; a parallel loop costs {wake:.1f} us beyond its work" if int(n) > 1 and wake is not None else "")
+                  + ".", ""]
         lines += [f"| {n} thread(s) | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names),
                   "| update step, ms | " + " | ".join(f"{ms['update'][k]:.3f}" for k in names) + " |",
                   "| forward, ms | " + " | ".join(f"{ms['forward'][k]:.3f}" if k in ms["forward"] else "-"

@@ -46,7 +46,8 @@ COLUMN_BLOCK = 8  # columns per task of a row-vectorised x @ W.T: 8 x 2 vectors 
 # empty 64-element loop; 3 us spinning), 4 us on an earlier host. A kernel whose main block runs
 # fewer than 2M times (under about 50 us on one core) stays on the calling thread: at 2 threads
 # image's update step went 0.149 -> 0.120 ms and nwp's batch-1 forward 0.34 -> 0.27 ms against
-# 1 << 15, image's forward 1.83 -> 1.95 ms (a one-off script, side by side, 60 rounds).
+# 1 << 15, image's forward 1.83 -> 1.95 ms (a one-off script, side by side, 60 rounds). The wake moves
+# with the host's load (5-60 us on 2026-12-04): `bench compiler` records it (autlearn/cpu_limits.py).
 PARALLEL_MIN_WORK = 1 << 21
 ACCUMULATORS = 8  # vectors of sums kept in registers: half of AVX2's 16 (AVX-512 has 32: twice as many)
 # TVM 0.27 puts a constant-size global buffer under this many bytes on the stack (LowerTVMBuiltin's
