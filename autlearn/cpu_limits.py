@@ -3,7 +3,7 @@
 The nominal peak (cores x 32 FLOP a cycle x the clock /proc/cpuinfo reports) is wrong both ways on
 a VM: the core boosts above the reported clock (110 measured against 83 nominal GFLOP/s on one
 core of the 2-core EPYC VM of 2026-12-04), and two vCPUs may share one physical core's FMA units.
-The kernel keeps ACCUMULATORS independent FMA chains in registers at the target's vector width,
+The kernel keeps FMA_CHAINS independent FMA chains in registers at the target's vector width,
 one task a thread, so its rate is the most a compiled kernel can reach here. The same kernel,
 short, tells what a parallel loop costs beyond its work (the wait policy's wake of sleeping
 workers), the figure behind compiler/schedules.py's PARALLEL_MIN_WORK.
@@ -16,25 +16,25 @@ from tvm.script import tirx as T
 
 from compiler.schedules import register_floats
 
-ACCUMULATORS = 10  # independent chains: enough to cover the FMA latency, few enough for AVX2's 16 registers
+FMA_CHAINS = 10  # independent chains: enough to cover the FMA latency, few enough for AVX2's 16 registers
 ITERATIONS = 1_000_000  # per task: about 3 ms on one core, so waking the pool (up to 0.1 ms) hardly counts
 WAKE_ITERATIONS = 2_000  # per task: about 6 us, so the wake is most of a parallel call
 
 
 def _fma_kernel(tasks: int, lanes: int, iterations: int) -> tvm.tirx.PrimFunc:
     @T.prim_func(s_tir=True)
-    def fma_chains(x: T.Buffer((2, lanes), "float32"), out: T.Buffer((tasks, ACCUMULATORS, lanes), "float32")):
+    def fma_chains(x: T.Buffer((2, lanes), "float32"), out: T.Buffer((tasks, FMA_CHAINS, lanes), "float32")):
         for t in T.parallel(tasks):
             with T.sblock("task"):
-                acc = T.sblock_alloc_buffer((ACCUMULATORS, lanes), "float32")
-                for v in T.unroll(ACCUMULATORS):
+                acc = T.sblock_alloc_buffer((FMA_CHAINS, lanes), "float32")
+                for v in T.unroll(FMA_CHAINS):
                     for lane in T.vectorized(lanes):
                         acc[v, lane] = x[1, lane] * T.float32(v)
                 for _ in range(iterations):
-                    for v in T.unroll(ACCUMULATORS):
+                    for v in T.unroll(FMA_CHAINS):
                         for lane in T.vectorized(lanes):
                             acc[v, lane] = acc[v, lane] * x[0, lane] + x[1, lane]
-                for v in T.unroll(ACCUMULATORS):
+                for v in T.unroll(FMA_CHAINS):
                     for lane in T.vectorized(lanes):
                         out[t, v, lane] = acc[v, lane]
 
@@ -46,7 +46,7 @@ def measured_peak_gflops(target: tvm.target.Target, threads: int, repeats: int =
     the median of `repeats` timings."""
     lanes = register_floats(target)
     seconds = _seconds(target, threads, ITERATIONS, number=3, repeats=repeats)
-    return threads * ITERATIONS * ACCUMULATORS * lanes * 2 / seconds / 1e9
+    return threads * ITERATIONS * FMA_CHAINS * lanes * 2 / seconds / 1e9
 
 
 def parallel_wake_us(target: tvm.target.Target, threads: int, repeats: int = 9) -> float:
@@ -62,5 +62,5 @@ def _seconds(target: tvm.target.Target, tasks: int, iterations: int, number: int
     lanes = register_floats(target)
     lib = tvm.tirx.build(_fma_kernel(tasks, lanes, iterations), target=target)
     x = tvm.runtime.tensor(np.array([[0.999] * lanes, [0.001] * lanes], "float32"))  # converges: no overflow
-    out = tvm.runtime.tensor(np.zeros((tasks, ACCUMULATORS, lanes), "float32"))
+    out = tvm.runtime.tensor(np.zeros((tasks, FMA_CHAINS, lanes), "float32"))
     return lib.time_evaluator(lib.entry_name, tvm.cpu(), number=number, repeat=repeats)(x, out).median

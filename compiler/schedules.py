@@ -52,7 +52,8 @@ PARALLEL_MIN_WORK = 1 << 21
 ACCUMULATORS = 8  # vectors of sums kept in registers: half of AVX2's 16 (AVX-512 has 32: twice as many)
 # TVM 0.27 puts a constant-size global buffer under this many bytes on the stack (LowerTVMBuiltin's
 # kMaxStackAlloca); a larger one, or any "local" one, costs a workspace allocation and free per task:
-# nwp's weight gradient with 2 x 8 vectors of sums (1,024 bytes) took 0.58 against 0.47 ms with 8.
+# nwp's weight gradient with 2 x 8 vectors of sums (1,024 bytes) took 0.58 against 0.47 ms with 8
+# (kernel alone, 1 thread, a one-off script).
 STACK_BYTES = 1024
 DATA_PAR, REDUCE = tvm.tirx.IterVar.DataPar, tvm.tirx.IterVar.CommReduce
 
@@ -174,7 +175,7 @@ def _schedule_column_block(sch: Schedule, block: SBlockRV, epilogue: list[SBlock
     16 columns' sums take 16 of its 32: 0.157 against 0.121 ms for that FC; on AVX2 two registers
     per vector and 8 columns (16 of its 16 registers) is the most that does not spill. A long
     reduction (image's classifier: 1,280) suits 16 lanes too (0.044 -> 0.037 ms), not 8 (0.046 ->
-    0.051 ms built for AVX2), where the lanes rule keeps it."""
+    0.051 ms built for AVX2), where the lanes rule keeps it (kernel alone, a one-off script)."""
     loops = sch.get_loops(block)
     iters = list(sch.get(block).iter_vars)
     if len(loops) != 3 or len(iters) != 3:
@@ -197,7 +198,8 @@ def _schedule_column_block(sch: Schedule, block: SBlockRV, epilogue: list[SBlock
     lanes, block_columns = ((register, COLUMN_BLOCK * register // VECTOR_LANES)
                             if _extent(sch, rows) % register == 0 else (VECTOR_LANES, COLUMN_BLOCK))
     # x.T written a vector of rows at a time (a gather of one column of x): written a row of x at a
-    # time it strode over a buffer larger than L1, 16 us of image's 39 us FC (16 x 1,280 rows).
+    # time it strode over a buffer larger than L1, 16 us of image's 39 us FC (16 x 1,280 rows; a one-off
+    # script fitting FCs of 3 and 4 column tiles).
     copy_rows, copy_k = sch.get_loops(transposed)
     sch.reorder(copy_k, copy_rows)
     _unroll_vectorize(sch, sch.split(copy_rows, [None, lanes]))
